@@ -1,0 +1,1 @@
+"""Extend the context window of RoPE language models and measure it."""
