@@ -110,8 +110,8 @@ class ScaledRotaryEmbedding(nn.Module):
         seq_len = self._choose_length(position_ids)
         inv_freq, attention = self.tables(seq_len, x.device)
         rows = inv_freq.shape[0]
-        if rows > 1 and position_ids.shape[0] != rows:
-            raise LongRopeError(f"{rows} per-row specs are applied but the batch has {position_ids.shape[0]} rows")
+        if rows > 1 and x.shape[0] != rows:
+            raise LongRopeError(f"{rows} per-row specs are applied but the batch has {x.shape[0]} rows")
         positions = position_ids[..., None].float()  # [B, T, 1]
         freqs = positions * inv_freq[:, None, :]  # [B, T, d/2]
         if bool((self.n_hat > 0).any()):
