@@ -1,0 +1,455 @@
+"""The built-in tiny Llama: a byte-level BPE tokenizer and a small ``LlamaForCausalLM`` trained from scratch on
+the train split of the Python standard library source, so every feature has a real RoPE model to work on
+without downloading anything.
+
+``ensure_tiny()`` builds it on first use (a few minutes on 2 CPU cores) and returns the cached directory, an
+ordinary Hugging Face directory (config.json, model.safetensors, tokenizer files) that
+``LlamaForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load. A ``COMPLETE`` marker (JSON:
+config, training time, metrics) is the last file written before the directory is moved into place; a
+directory without it is treated as garbage from a killed process, removed and rebuilt.
+
+Only ``StdlibCorpus("train")`` is read for training (tokenizer, unigram counts and model); the validation split
+is used for the metrics stored in the marker; the test split is never touched here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from longrope.data.corpus import Corpus, Document, StdlibCorpus
+from longrope.data.samples import token_samples
+from longrope.errors import LongRopeError
+from longrope.paths import cache_dir
+
+MARKER = "COMPLETE"
+TRAIN_DOCUMENTS = "train_documents.txt"
+BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+_LOSS_CHUNK = (
+    512  # positions per output-head chunk: never materialise [tokens x vocab] logits for long inputs
+)
+
+
+@dataclass
+class TinyConfig:
+    """Everything that determines the tiny model; ``name`` is its cache directory under ``models/``."""
+
+    name: str = "tiny-stdlib"
+    vocab_size: int = 4096
+    window: int = 256  # L: the trained context window (max_position_embeddings)
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 8
+    num_kv_heads: int = 8
+    head_dim: int = 32  # 16 rotary pairs
+    intermediate_size: int = 688
+    rope_theta: float = 10000.0
+    train_steps: int = 330
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decay ends at learning_rate * min_lr_ratio
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    seed: int = 0
+    max_train_chars: int | None = None  # cap on train-split text (whole documents, in sorted order)
+    eval_windows: int = 400  # in-window validation: random windows of `window` tokens
+    eval_long_docs: int = 24  # validation documents scored at window * each of eval_scales
+    eval_scales: tuple[int, ...] = field(default=(2, 4, 8))
+
+    def __post_init__(self) -> None:
+        if self.head_dim % 2 or self.num_heads % self.num_kv_heads:
+            raise LongRopeError("head_dim must be even and num_heads a multiple of num_kv_heads")
+        self.eval_scales = tuple(self.eval_scales)
+
+    @classmethod
+    def default(cls) -> TinyConfig:
+        """The built-in model: ~4.2M parameters, trained in about 7-8 minutes on 2 CPU cores."""
+        return cls()
+
+    @classmethod
+    def test(cls) -> TinyConfig:
+        """A much smaller variant that trains in seconds, for tests."""
+        return cls(
+            name="tiny-stdlib-test",
+            vocab_size=512,
+            window=64,
+            hidden_size=64,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=2,
+            head_dim=32,
+            intermediate_size=172,
+            train_steps=80,
+            batch_size=16,
+            learning_rate=5e-3,
+            warmup_steps=8,
+            max_train_chars=1_500_000,
+            eval_windows=64,
+            eval_long_docs=4,
+        )
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on ``texts``, as a ``PreTrainedTokenizerFast`` that prepends ``<s>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS, PAD],  # ids 0, 1, 2
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    # Like Llama's tokenizer: encoding with special tokens prepends BOS.
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def _token_stream(tokenizer, documents: list[Document]) -> np.ndarray:
+    """All documents' tokens in one array, each followed by EOS (no BOS: training windows get their own)."""
+    encoded = tokenizer.backend_tokenizer.encode_batch_fast(
+        [d.text for d in documents], add_special_tokens=False
+    )
+    eos = tokenizer.eos_token_id
+    return np.concatenate([np.array(e.ids + [eos], dtype=np.int64) for e in encoded])
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+
+def sequence_nll(model, ids: torch.Tensor, chunk: int = _LOSS_CHUNK) -> torch.Tensor:
+    """Per-token negative log-likelihood (fp32, shape [T-1]) of a 1-D token sequence in one forward pass.
+
+    The body runs in bf16 autocast; the output head and the loss run in fp32, ``chunk`` positions at a time.
+    """
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = model.model(input_ids=ids[None], use_cache=False).last_hidden_state[0]  # [T, H]
+        hidden = hidden.float()
+        losses = []
+        for start in range(0, ids.numel() - 1, chunk):
+            stop = min(start + chunk, ids.numel() - 1)
+            logits = model.lm_head(hidden[start:stop])  # [chunk, V]
+            losses.append(F.cross_entropy(logits, ids[start + 1 : stop + 1], reduction="none"))
+    return torch.cat(losses)
+
+
+def _window_nll(model, windows: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Per-position NLL [N, L-1] of N windows of L tokens (short windows: full logits are small)."""
+    rows = []
+    with torch.no_grad():
+        for start in range(0, windows.shape[0], batch_size):
+            batch = windows[start : start + batch_size]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(input_ids=batch, use_cache=False).logits
+            logits = logits[:, :-1].float()
+            rows.append(F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none"))
+    return torch.cat(rows)
+
+
+def _random_windows(stream: torch.Tensor, count: int, length: int, bos: int, generator: torch.Generator):
+    """``count`` windows: BOS followed by ``length - 1`` consecutive stream tokens from a random offset."""
+    starts = torch.randint(0, stream.numel() - length, (count,), generator=generator)
+    body = stream[starts[:, None] + torch.arange(length - 1)]
+    return torch.cat([torch.full((count, 1), bos, dtype=torch.long), body], dim=1)  # [count, length]
+
+
+def evaluate_tiny(model, tokenizer, config: TinyConfig, unigram_counts: np.ndarray) -> dict:
+    """Validation metrics: in-window ppl, unigram ppl on the same tokens, first vs last 64 positions, and ppl of
+    the same long documents cut to L, 2L, 4L, 8L tokens (truncate mode, BOS first, no RoPE scaling)."""
+    model.eval()
+    validation = StdlibCorpus("validation")
+    stream = torch.from_numpy(_token_stream(tokenizer, list(validation.documents())))
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    windows = _random_windows(stream, config.eval_windows, config.window, tokenizer.bos_token_id, generator)
+    nll = _window_nll(model, windows)  # [N, L-1]; column j scores the token at position j+1
+
+    log_unigram = np.log((unigram_counts + 1.0) / (unigram_counts.sum() + unigram_counts.size))
+    unigram_nll = -torch.from_numpy(log_unigram)[windows[:, 1:]]
+    edge = min(64, config.window // 4)
+    metrics = {
+        "validation_windows": config.eval_windows,
+        "ppl_in_window": math.exp(nll.mean().item()),
+        "ppl_unigram": math.exp(unigram_nll.mean().item()),
+        f"ppl_first_{edge}": math.exp(nll[:, :edge].mean().item()),
+        f"ppl_last_{edge}": math.exp(nll[:, -edge:].mean().item()),
+    }
+
+    lengths = [config.window] + [config.window * s for s in config.eval_scales]
+    samples = token_samples(
+        validation,
+        tokenizer,
+        min_tokens=max(lengths),
+        n=config.eval_long_docs,
+        seed=config.seed,
+        allow_fewer=True,
+    )
+    long_ppl = {}
+    for length in lengths:
+        total = torch.cat([sequence_nll(model, sample[:length]) for sample in samples])
+        long_ppl[str(length)] = math.exp(total.mean().item())
+    metrics["long_documents"] = len(samples)
+    metrics["ppl_by_length_no_scaling"] = long_ppl
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def _lr_factor(step: int, config: TinyConfig) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio``."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.train_steps - config.warmup_steps)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (
+        1 + math.cos(math.pi * min(progress, 1.0))
+    )
+
+
+def _llama_config(config: TinyConfig, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        head_dim=config.head_dim,
+        max_position_embeddings=config.window,
+        rope_parameters={"rope_type": "default", "rope_theta": float(config.rope_theta)},
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _train_documents(config: TinyConfig, corpus: Corpus) -> list[Document]:
+    documents = []
+    chars = 0
+    for document in corpus.documents():
+        if config.max_train_chars is not None and chars >= config.max_train_chars:
+            break
+        documents.append(document)
+        chars += len(document.text)
+    return documents
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Train the tokenizer and the model from scratch and save them to ``out_dir`` (default: the cache).
+
+    The directory appears atomically, complete with its ``COMPLETE`` marker; an existing one is replaced.
+    """
+    from transformers import LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    out_dir = Path(out_dir) if out_dir is not None else cache_dir("models") / config.name
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True, quiet=not progress)
+    started = time.perf_counter()
+
+    console.print(f"[bold]tiny model {config.name}[/]: training a {config.vocab_size}-token BPE tokenizer")
+    corpus = StdlibCorpus("train")
+    documents = _train_documents(config, corpus)
+    tokenizer = train_tokenizer([d.text for d in documents], config.vocab_size)
+    stream_np = _token_stream(tokenizer, documents)
+    stream = torch.from_numpy(stream_np)
+    unigram_counts = np.bincount(stream_np, minlength=len(tokenizer)).astype(np.float64)
+    console.print(f"train split: {len(documents)} files, {stream.numel():,} tokens")
+
+    torch.manual_seed(config.seed)
+    hf_logging.set_verbosity_error()  # no "generation flags" chatter from from-scratch construction
+    model = LlamaForCausalLM(_llama_config(config, tokenizer))  # fp32 master weights
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+        betas=(0.9, 0.95),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
+    generator = torch.Generator().manual_seed(config.seed)
+
+    train_started = time.perf_counter()
+    losses: list[float] = []
+    model.train()
+    with _progress(console) as bar:
+        task = bar.add_task(
+            f"training {n_params / 1e6:.1f}M params", total=config.train_steps, loss=float("nan")
+        )
+        log_every = max(1, config.train_steps // 10)
+        for step in range(config.train_steps):
+            batch = _random_windows(
+                stream, config.batch_size, config.window, tokenizer.bos_token_id, generator
+            )
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            smooth = sum(losses[-20:]) / len(losses[-20:])
+            bar.update(task, advance=1, loss=smooth)
+            if not console.is_terminal and (step + 1) % log_every == 0:
+                console.print(f"step {step + 1}/{config.train_steps} loss {smooth:.3f}")
+    train_seconds = time.perf_counter() - train_started
+
+    console.print("evaluating on the validation split")
+    metrics = evaluate_tiny(model, tokenizer, config, unigram_counts)
+    metrics["final_train_loss"] = sum(losses[-20:]) / len(losses[-20:])
+
+    marker = {
+        "config": config.to_json(),
+        "parameters": n_params,
+        "train_tokens_seen": config.train_steps * config.batch_size * config.window,
+        "train_split_tokens": int(stream.numel()),
+        "train_documents": len(documents),
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "metrics": metrics,
+    }
+    _save(out_dir, model, tokenizer, documents, marker)
+    console.print(f"saved to {out_dir}")
+    return out_dir
+
+
+def _save(out_dir: Path, model, tokenizer, documents: list[Document], marker: dict) -> None:
+    """Write everything into a temporary sibling, marker last, then move it into place."""
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / TRAIN_DOCUMENTS).write_text("".join(f"{d.id}\n" for d in documents))
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------ cache access
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` is a finished model directory (its marker exists and parses)."""
+    try:
+        json.loads((Path(path) / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def tiny_metrics(path: str | Path) -> dict:
+    """The marker of a built model directory: config, parameters, training time and metrics."""
+    try:
+        return json.loads((Path(path) / MARKER).read_text())
+    except (OSError, ValueError) as exc:
+        raise LongRopeError(
+            f"{path} is not a complete tiny model directory (no valid {MARKER} marker)"
+        ) from exc
+
+
+def tiny_path(config: TinyConfig | None = None) -> Path:
+    """Where the model for ``config`` lives in the cache (built or not)."""
+    config = config or TinyConfig.default()
+    return cache_dir("models") / config.name
+
+
+def ensure_tiny(config: TinyConfig | None = None, progress: bool = False) -> Path:
+    """The cached model directory for ``config`` (default: ``TinyConfig.default()``), built on first use.
+
+    A directory without a valid marker, or built from a different config, is removed and rebuilt.
+    """
+    config = config or TinyConfig.default()
+    path = tiny_path(config)
+    if is_complete(path) and tiny_metrics(path).get("config") == config.to_json():
+        return path
+    if path.exists():
+        shutil.rmtree(path)
+    _remove_abandoned_builds(path)
+    return train_tiny(config, path, progress=progress)
+
+
+def _remove_abandoned_builds(path: Path) -> None:
+    """Delete temporary build directories of ``path`` left by processes that no longer run."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_tiny(config: TinyConfig | None = None):
+    """``(model, tokenizer)`` of the built-in tiny model, building it first if needed."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    path = ensure_tiny(config)
+    return LlamaForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def with_steps(config: TinyConfig, steps: int) -> TinyConfig:
+    """``config`` trained for ``steps`` steps, under its own cache name."""
+    if steps < 1:
+        raise LongRopeError(f"--steps must be positive (got {steps})")
+    warmup = min(config.warmup_steps, max(1, steps // 10))
+    return replace(config, train_steps=steps, warmup_steps=warmup, name=f"{config.name}-steps{steps}")

@@ -1,0 +1,144 @@
+"""The tiny model: loads with stock transformers, beats a unigram model, trains only on the train split,
+and a half-written cache directory is rebuilt rather than loaded."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from longrope.data.corpus import StdlibCorpus, stdlib_split_of
+from longrope.errors import LongRopeError
+from longrope.models import tiny as tiny_module
+from longrope.models.cli import tiny_app
+from longrope.models.tiny import (
+    MARKER,
+    TRAIN_DOCUMENTS,
+    TinyConfig,
+    ensure_tiny,
+    is_complete,
+    sequence_nll,
+    tiny_metrics,
+    tiny_path,
+    with_steps,
+)
+
+# Smaller still than TinyConfig.test(): only the plumbing is under test here.
+MINI = replace(
+    TinyConfig.test(), name="mini", train_steps=3, max_train_chars=150_000, eval_windows=4, eval_long_docs=1
+)
+
+
+def test_saved_directory_loads_with_stock_transformers(tiny_model_dir):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    config = TinyConfig.test()
+    model = LlamaForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert model.config.max_position_embeddings == config.window
+    assert model.config.rope_parameters["rope_type"] == "default"
+    assert model.config.rope_parameters["rope_theta"] == config.rope_theta
+    assert model.config.head_dim // 2 >= 16
+    ids = tokenizer("def main():\n    return 0\n")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id == model.config.bos_token_id
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "def main():\n    return 0\n"
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits
+    assert logits.shape == (1, len(ids), len(tokenizer))
+
+
+def test_marker_records_metrics_and_model_beats_unigram(tiny_model_dir):
+    assert is_complete(tiny_model_dir)
+    marker = tiny_metrics(tiny_model_dir)
+    assert marker["config"] == TinyConfig.test().to_json()
+    metrics = marker["metrics"]
+    assert metrics["ppl_in_window"] < metrics["ppl_unigram"]
+    window = TinyConfig.test().window
+    assert set(metrics["ppl_by_length_no_scaling"]) == {str(window * s) for s in (1, 2, 4, 8)}
+    assert marker["parameters"] > 0 and marker["train_seconds"] > 0
+
+
+def test_only_the_train_split_is_used_for_training(tiny_model_dir):
+    ids = (tiny_model_dir / TRAIN_DOCUMENTS).read_text().split()
+    assert ids and all(stdlib_split_of(doc_id) == "train" for doc_id in ids)
+
+
+def test_trainer_never_opens_the_test_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
+    opened = []
+    original_init = StdlibCorpus.__init__
+
+    def spy(self, split="train", root=None):
+        opened.append(split)
+        original_init(self, split, root)
+
+    monkeypatch.setattr(StdlibCorpus, "__init__", spy)
+    ensure_tiny(MINI)
+    assert "train" in opened and "test" not in opened
+
+
+def test_half_written_directory_is_rebuilt_not_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
+    path = tiny_path(MINI)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{ truncated")  # a save killed half-way: no marker
+    abandoned = path.parent / f".{path.name}.tmp-999999999"  # build dir of a killed process
+    abandoned.mkdir()
+    assert not is_complete(path)
+    with pytest.raises(LongRopeError, match="not a complete"):
+        tiny_metrics(path)
+
+    assert ensure_tiny(MINI) == path
+    assert is_complete(path)
+    assert json.loads((path / "config.json").read_text())["model_type"] == "llama"
+    assert not list(path.parent.glob(".*tmp*")), "temporary build directories left behind"
+
+    # Now complete: the next call reuses it without training.
+    monkeypatch.setattr(tiny_module, "train_tiny", lambda *a, **k: pytest.fail("retrained a complete model"))
+    assert ensure_tiny(MINI) == path
+
+
+def test_marker_of_another_config_triggers_a_rebuild(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
+    path = tiny_path(MINI)
+    path.mkdir(parents=True)
+    (path / MARKER).write_text(json.dumps({"config": {"name": "mini", "seed": 99}}))
+    calls = []
+    monkeypatch.setattr(tiny_module, "train_tiny", lambda config, out, progress: calls.append(out) or out)
+    ensure_tiny(MINI)
+    assert calls == [path]
+
+
+def test_chunked_loss_matches_the_full_forward(tiny_model_dir):
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.randint(3, model.config.vocab_size, (50,), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=ids[None]).logits[0, :-1].float()
+    expected = torch.nn.functional.cross_entropy(logits, ids[1:], reduction="none")
+    got = sequence_nll(model, ids, chunk=7)
+    assert got.shape == (49,)
+    torch.testing.assert_close(got, expected, atol=0.05, rtol=0.02)
+
+
+def test_with_steps_renames_the_cache_entry():
+    config = with_steps(TinyConfig.default(), 50)
+    assert config.train_steps == 50 and config.name != TinyConfig.default().name
+    with pytest.raises(LongRopeError):
+        with_steps(TinyConfig.default(), 0)
+
+
+def test_cli_info(tiny_model_dir, tmp_path, monkeypatch):
+    runner = CliRunner()
+    monkeypatch.setenv("LONGROPE_CACHE", str(tiny_model_dir.parent.parent))
+    result = runner.invoke(tiny_app, ["info", "--test-size"])
+    assert result.exit_code == 0, result.output
+    assert str(tiny_model_dir.name) in result.output and "unigram" in result.output
+
+    monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
+    result = runner.invoke(tiny_app, ["info", "--test-size"])
+    assert isinstance(result.exception, LongRopeError)
