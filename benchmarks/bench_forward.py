@@ -1,0 +1,82 @@
+"""Forward efficiency: achieved FLOP/s of a long forward (model FLOPs from the config) / this CPU's bf16 peak.
+
+    python benchmarks/bench_forward.py            # tiny model at 256..2048, SmolLM2 at 4k and 8k if installed
+    python benchmarks/bench_forward.py --quick    # seconds, a random model: the CI smoke test
+
+The peak is a 2048^3 bf16 matmul measured in the same run. Exits non-zero if a sanity check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_time, cpu_flags, forward_flops, matmul_peak  # noqa: E402
+
+from longrope.eval.loss import token_nll  # noqa: E402
+
+
+def measure(model, name: str, lengths: list[int], peak: float, repeats: int) -> list[tuple]:
+    rows = []
+    vocab = model.config.vocab_size
+    for length in lengths:
+        ids = torch.randint(3, vocab, (1, length))
+        losses = []
+
+        def run():
+            with torch.no_grad():
+                losses.append(token_nll(model, ids).mean().item())
+
+        seconds = best_time(run, repeats=repeats)
+        flops = forward_flops(model.config, length)
+        achieved = flops / seconds
+        if not all(math.isfinite(x) for x in losses):
+            raise SystemExit(f"sanity: non-finite loss for {name} at {length}")
+        rows.append((name, length, seconds, achieved, achieved / peak))
+        print(f"{name:>10} {length:>6} tokens: {seconds:7.3f} s  {achieved / 1e9:7.1f} GFLOP/s  "
+              f"{100 * achieved / peak:5.1f}% of bf16 peak", flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a random tiny model, short lengths (CI smoke test)")
+    parser.add_argument("--skip-smollm2", action="store_true")
+    args = parser.parse_args()
+
+    print(f"machine: {cpu_flags()}")
+    peak = matmul_peak(torch.bfloat16, size=1024 if args.quick else 2048)
+    fp32_peak = matmul_peak(torch.float32, size=1024 if args.quick else 2048)
+    print(f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; fp32 {fp32_peak / 1e9:.0f} GFLOP/s "
+          f"(bf16/fp32 = {peak / fp32_peak:.2f}x)")
+    if args.quick:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
+        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+        rows = measure(model, "random", [128, 512], peak, repeats=2)
+    else:
+        from longrope.models.loading import load_model
+
+        model, _ = load_model("tiny", dtype="bfloat16")
+        rows = measure(model, "tiny", [256, 512, 1024, 2048], peak, repeats=3)
+        if not args.skip_smollm2:
+            try:
+                model, _ = load_model("smollm2", dtype="bfloat16")
+            except Exception as exc:  # not installed: say so, measure the rest
+                print(f"smollm2 skipped: {exc}")
+            else:
+                rows += measure(model, "smollm2", [4096, 8192], peak, repeats=1)
+    best = max(rows, key=lambda r: r[4])
+    print(f"RESULT best efficiency {100 * best[4]:.1f}% of bf16 peak ({best[0]} at {best[1]} tokens)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

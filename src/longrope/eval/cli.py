@@ -1,0 +1,233 @@
+"""``longrope eval ...``: perplexity, passkey, needle grid and RULER-style tasks for several scalings at once.
+
+Each command loads the model, builds one spec per ``--method``, calls the documented library function
+(`evaluate_ppl`, `evaluate_passkey`, `evaluate_needle`, `evaluate_ruler`), writes JSON / markdown / PNG into
+``--out`` and prints the markdown table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from longrope.errors import LongRopeError
+from longrope.rope import RopeSpec, load_spec, make_spec
+from longrope.rope.spec import StringSpec, method_class
+
+eval_app = typer.Typer(
+    help="Measure long-context ability: perplexity vs length, passkey retrieval, needle grids, RULER-style tasks.",
+    no_args_is_help=True,
+)
+console = Console()
+
+ModelOpt = Annotated[str, typer.Option("--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id")]
+MethodOpt = Annotated[list[str] | None, typer.Option(
+    "--method", help="Scaling method (none, pi, ntk, dynamic_ntk, yarn, llama3, string) or a spec JSON file; "
+                     "repeatable. Default: none, pi, dynamic_ntk, yarn.")]
+FactorOpt = Annotated[float | None, typer.Option(
+    "--factor", help="Scale factor for named methods (default: longest length / original window, rounded up)")]
+LengthsOpt = Annotated[str | None, typer.Option(
+    "--lengths", help="Comma list of token lengths, or multiples of the window like 1x,2x (default 1x,2x,4x,8x)")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="bf16 (fast on CPU) or fp32")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output directory (default ./longrope-eval/<command>)")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for documents, keys and depths")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars")]
+DEFAULT_METHODS = ["none", "pi", "dynamic_ntk", "yarn"]
+
+
+def parse_lengths(text: str | None, window: int) -> list[int]:
+    """'256,1024' or '1x,2x' (multiples of the original window) -> sorted positive lengths."""
+    if text is None or not text.strip():
+        return [window, 2 * window, 4 * window, 8 * window]
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            value = float(part[:-1]) * window if part.endswith("x") else float(part)
+        except ValueError:
+            raise LongRopeError(f"--lengths: {part!r} is not a number or a multiple like 2x") from None
+        if value != int(value) or value < 2:
+            raise LongRopeError(f"--lengths: every length must be a whole number of tokens >= 2, got {part!r}")
+        out.append(int(value))
+    if not out:
+        raise LongRopeError("--lengths is empty")
+    return sorted(set(out))
+
+
+def default_factor(lengths: list[int], window: int) -> float:
+    return float(max(1, math.ceil(max(lengths) / window)))
+
+
+def build_spec(method: str, factor: float, window: int) -> tuple[str, RopeSpec]:
+    """(table name, spec) for a method name or a spec JSON file."""
+    path = Path(method).expanduser()
+    if method.endswith(".json") or path.is_file():
+        return path.stem, load_spec(path)
+    cls = method_class(method)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if cls is StringSpec:
+        shift = max(2, int(0.33 * window))
+        return cls.method, StringSpec(shift=shift, local_window=min(128, shift // 2))
+    if "factor" in fields and cls.method != "longrope":
+        return cls.method, make_spec(cls.method, factor=factor)
+    if cls.method == "longrope":
+        raise LongRopeError("longrope needs searched factors: pass the spec JSON written by `longrope search`")
+    return cls.method, make_spec(cls.method)
+
+
+def build_specs(methods: list[str] | None, factor: float, window: int) -> dict[str, RopeSpec]:
+    specs: dict[str, RopeSpec] = {}
+    for method in methods or DEFAULT_METHODS:
+        name, spec = build_spec(method, factor, window)
+        while name in specs:
+            name += "'"
+        specs[name] = spec
+    return specs
+
+
+def _setup(model_name: str, dtype: str, methods, factor, lengths_text):
+    from longrope.models.loading import load_model
+    from longrope.patch import model_geometry
+
+    model, tokenizer = load_model(model_name, dtype=dtype)
+    window = model_geometry(model).original_window
+    lengths = parse_lengths(lengths_text, window)
+    factor = factor if factor is not None else default_factor(lengths, window)
+    specs = build_specs(methods, factor, window)
+    settings = {"model": model_name, "dtype": dtype, "original_window": window, "lengths": lengths,
+                "factor": factor, "methods": {n: s.to_dict() for n, s in specs.items()}}
+    return model, tokenizer, lengths, specs, settings
+
+
+def _template(template: str, model_name: str) -> str:
+    if template == "auto":
+        return "code" if model_name == "tiny" else "natural"
+    return template
+
+
+def _finish(markdown: str, paths: dict) -> None:
+    console.print(Markdown(markdown))
+    for kind, path in paths.items():
+        console.print(f"[dim]{kind}:[/] {path}")
+
+
+@eval_app.command("ppl")
+def ppl_command(
+    model: ModelOpt = "tiny",
+    method: MethodOpt = None,
+    factor: FactorOpt = None,
+    lengths: LengthsOpt = None,
+    corpus: Annotated[str, typer.Option("--corpus", help="stdlib, a file or directory, or hf:NAME[:column]")] = "stdlib",
+    split: Annotated[str, typer.Option("--split", help="Corpus split")] = "test",
+    n_docs: Annotated[int, typer.Option("--n-docs", help="Documents (the same ones at every length)")] = 8,
+    mode: Annotated[str, typer.Option("--mode", help="truncate (one window per document) or sliding")] = "truncate",
+    stride: Annotated[int | None, typer.Option(
+        "--stride", help="Sliding-window stride (sliding mode; default 256, or half the shortest length if smaller)")
+    ] = None,
+    chunk: Annotated[int, typer.Option("--chunk", help="Positions per output-head chunk")] = 1024,
+    dtype: DtypeOpt = "bf16",
+    out: OutOpt = None,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Perplexity of each method at each length (`longrope.eval.evaluate_ppl`); writes ppl.json, ppl.md, ppl.png."""
+    from longrope.eval.perplexity import evaluate_ppl, write_ppl_report
+
+    loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
+    if stride is None:
+        stride = max(1, min(256, min(lengths_list) // 2))
+    table = evaluate_ppl(loaded, tokenizer, specs, corpus, lengths_list, n_docs=n_docs, mode=mode, stride=stride,
+                         chunk=chunk, seed=seed, split=split, progress=not quiet)
+    settings.update(corpus=corpus, split=split, n_docs=n_docs, mode=mode, stride=stride, chunk=chunk)
+    paths = write_ppl_report(table, out or Path("longrope-eval/ppl"), settings, seed=seed)
+    _finish(f"**Perplexity ({mode}, {n_docs} documents)**\n\n" + table.to_markdown(), paths)
+
+
+@eval_app.command("passkey")
+def passkey_command(
+    model: ModelOpt = "tiny",
+    method: MethodOpt = None,
+    factor: FactorOpt = None,
+    lengths: LengthsOpt = None,
+    trials: Annotated[int, typer.Option("--trials", help="Trials per length (random key and depth each)")] = 10,
+    template: Annotated[str, typer.Option(
+        "--template", help="natural, code, or auto (code for the tiny model, natural otherwise)")] = "auto",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 10,
+    dtype: DtypeOpt = "bf16",
+    out: OutOpt = None,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Passkey retrieval accuracy per method and length (`longrope.eval.evaluate_passkey`)."""
+    from longrope.eval.passkey import evaluate_passkey, write_retrieval_report
+
+    loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
+    chosen = _template(template, model)
+    table = evaluate_passkey(loaded, tokenizer, specs, lengths_list, trials=trials, seed=seed, template=chosen,
+                             max_new_tokens=max_new_tokens, progress=not quiet)
+    paths = write_retrieval_report(table, out or Path("longrope-eval/passkey"), settings, seed=seed)
+    _finish(f"**Passkey accuracy ({chosen} template, {trials} trials per length)**\n\n" + table.to_markdown(), paths)
+
+
+@eval_app.command("needle")
+def needle_command(
+    model: ModelOpt = "tiny",
+    method: MethodOpt = None,
+    factor: FactorOpt = None,
+    lengths: LengthsOpt = None,
+    depths: Annotated[int, typer.Option("--depths", help="Number of depths from 0% to 100%")] = 5,
+    trials: Annotated[int, typer.Option("--trials", help="Keys per (length, depth) cell")] = 2,
+    template: Annotated[str, typer.Option("--template", help="natural, code, or auto")] = "auto",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 10,
+    dtype: DtypeOpt = "bf16",
+    out: OutOpt = None,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Needle-in-a-haystack grid (depth x length) per method, with heatmaps (`longrope.eval.evaluate_needle`)."""
+    from longrope.eval.needle import evaluate_needle, write_needle_report
+
+    loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
+    chosen = _template(template, model)
+    grids = evaluate_needle(loaded, tokenizer, specs, lengths_list, depths=depths, trials=trials, seed=seed,
+                            template=chosen, max_new_tokens=max_new_tokens, progress=not quiet)
+    settings.update(depths=depths, trials=trials, template=chosen)
+    paths = write_needle_report(grids, out or Path("longrope-eval/needle"), specs, settings, seed=seed)
+    markdown = "".join(f"**{name}**\n\n{grid.to_markdown()}\n" for name, grid in grids.items())
+    _finish(markdown, paths)
+
+
+@eval_app.command("ruler")
+def ruler_command(
+    model: ModelOpt = "tiny",
+    method: MethodOpt = None,
+    factor: FactorOpt = None,
+    lengths: LengthsOpt = None,
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma list of single, multikey, multivalue, vartrack")] = (
+        "single,multikey,multivalue,vartrack"),
+    samples: Annotated[int, typer.Option("--samples", help="Prompts per task and length")] = 5,
+    style: Annotated[str, typer.Option("--style", help="natural, code, or auto")] = "auto",
+    corpus: Annotated[str, typer.Option("--corpus", help="Haystack corpus")] = "stdlib",
+    split: Annotated[str, typer.Option("--split")] = "test",
+    dtype: DtypeOpt = "bf16",
+    out: OutOpt = None,
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """RULER-style tasks per method and length (`longrope.eval.evaluate_ruler`)."""
+    from longrope.eval.ruler import evaluate_ruler, write_ruler_report
+
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
+    chosen = _template(style, model)
+    table = evaluate_ruler(loaded, tokenizer, specs, lengths_list, tasks=task_list, samples=samples, seed=seed,
+                           style=chosen, corpus=corpus, split=split, progress=not quiet)
+    settings.update(tasks=task_list, samples=samples, style=chosen, corpus=corpus, split=split)
+    paths = write_ruler_report(table, out or Path("longrope-eval/ruler"), settings, seed=seed)
+    _finish(f"**RULER-style accuracy ({chosen} style)**\n\n" + table.to_markdown(), paths)

@@ -1,0 +1,187 @@
+"""Reports: every evaluation writes JSON (settings, per-sample results, versions, seed), a markdown table and,
+where it helps, a PNG plot into one output directory. Also the shared rich progress bar of the eval loops.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def environment() -> dict[str, str]:
+    """Versions of python, torch, transformers and longrope, and the machine, for reproducibility."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+    import transformers
+
+    try:
+        longrope_version = version("longrope")
+    except PackageNotFoundError:  # not installed as a distribution
+        longrope_version = "unknown"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "longrope": longrope_version,
+        "platform": platform.platform(),
+        "threads": str(torch.get_num_threads()),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats get 2-4 significant decimals."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return str(value)
+            return f"{value:.2f}" if abs(value) >= 10 else f"{value:.3f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path, name: str, payload: dict[str, Any], markdown: str,
+                 seed: int | None = None) -> dict[str, Path]:
+    """Write ``<name>.json`` (payload + environment + seed) and ``<name>.md`` into ``out_dir``; return paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"kind": name, "seed": seed, "environment": environment(), **payload}
+    paths = {
+        "json": write_text_atomic(out / f"{name}.json", json.dumps(_jsonable(data), indent=2) + "\n"),
+        "markdown": write_text_atomic(out / f"{name}.md", markdown),
+    }
+    return paths
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_ppl(ppl: dict[str, dict[int, float]], path: str | Path, title: str = "perplexity vs length",
+             window: int | None = None) -> Path:
+    """PNG of perplexity (log y) against length, one line per method; ``ppl[method][length]``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, by_length in ppl.items():
+        lengths = sorted(by_length)
+        ax.plot(lengths, [by_length[n] for n in lengths], marker="o", label=method)
+    if window:
+        ax.axvline(window, color="grey", linestyle=":", linewidth=1, label=f"original window {window}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda y, _: f"{y:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0f}"))
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("perplexity")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(grid: Sequence[Sequence[float]], lengths: Sequence[int], depths: Sequence[float],
+                 path: str | Path, title: str = "needle retrieval accuracy") -> Path:
+    """PNG heatmap of accuracy (0..1): depth on y (rows of ``grid``), length on x (columns), red -> green."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
+    image = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto", origin="upper")
+    ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
+    ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth")
+    for row, values in enumerate(grid):
+        for col, value in enumerate(values):
+            ax.text(col, row, f"{value:.0%}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="accuracy")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@contextmanager
+def progress_bar(enabled: bool = True, console: Console | None = None):
+    """A rich progress bar on stderr (a no-op display when ``enabled`` is False)."""
+    console = console or Console(stderr=True, quiet=not enabled)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    ) as bar:
+        yield bar
+
+
+def versions_line() -> str:
+    env = environment()
+    return f"python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, longrope {env['longrope']}"
+
+
+__all__ = ["environment", "markdown_table", "plot_heatmap", "plot_ppl", "progress_bar", "versions_line",
+           "write_report", "write_text_atomic"]
+
