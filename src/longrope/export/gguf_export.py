@@ -1,0 +1,467 @@
+"""GGUF export for llama.cpp: rope factors added to an existing GGUF, or a new GGUF written from a model.
+
+How llama.cpp takes per-dimension RoPE factors (names from ``gguf.constants``; see notes/export.md):
+
+- ``phi3`` architecture: tensors ``rope_factors_long.weight`` and ``rope_factors_short.weight`` (float32,
+  [d/2]); llama.cpp picks the long table when the context it was started with (``-c``, per sequence) exceeds
+  ``{arch}.rope.scaling.original_context_length``, the short one otherwise -- once per context, never per call.
+- ``llama`` architecture (also Mistral, converted to ``llama`` by llama.cpp): one tensor ``rope_freqs.weight``
+  (float32, [d/2]) used at every length; this is how Llama 3.1's scaling ships.
+- Both: each entry divides the pair's frequency (theta_i / factor_i), which is exactly LongRoPE's lambda_i;
+  ``{arch}.rope.scaling.attn_factor`` multiplies cos and sin, which is our attention factor.
+
+Every fixed-table method (PI, NTK, YaRN, Llama-3, LongRoPE) is written this way, as factors lambda_i; dynamic
+NTK (length dependent) and STRING (changes attention) cannot be, and LongRoPE's n_hat is lost (``lossy``).
+On ``llama`` GGUFs a LongRoPE spec's short factors are lost too (one table, used at every length).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from longrope.errors import LongRopeError
+from longrope.export.hf import reduce_spec
+from longrope.rope import (
+    DynamicNTKSpec,
+    LongRopeSpec,
+    NoScaling,
+    RopeGeometry,
+    RopeSpec,
+    StringSpec,
+    inv_freq_for,
+    rescale_factors,
+)
+
+# Architectures whose llama.cpp graph reads per-dimension rope factors, and the tensors it reads.
+FACTOR_ARCHITECTURES = ("llama", "phi3")
+# Keys we own in an exported file: dropped from a copied GGUF, then written anew.
+_SCALING_KEYS = ("type", "factor", "attn_factor", "original_context_length", "finetuned",
+                 "yarn_log_multiplier", "yarn_ext_factor", "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow")
+
+
+def _names():
+    import gguf
+
+    tensor_names = gguf.constants.TENSOR_NAMES
+    return {
+        "freqs": tensor_names[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
+        "long": tensor_names[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight",
+        "short": tensor_names[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight",
+    }
+
+
+def rope_tensor_names() -> dict[str, str]:
+    """{'freqs': 'rope_freqs.weight', 'long': 'rope_factors_long.weight', 'short': 'rope_factors_short.weight'}."""
+    return _names()
+
+
+@dataclass
+class GgufRopePlan:
+    """The rope part of a GGUF export.
+
+    tensors: tensor name -> float32 [d/2] factors (divisors of each pair's frequency).
+    keys: GGUF key -> value (context length, original context length, attention factor).
+    lost: what llama.cpp cannot express (empty unless ``lossy``).
+    """
+
+    arch: str
+    tensors: dict[str, np.ndarray]
+    keys: dict[str, Any]
+    lost: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _factor_table(spec: RopeSpec, geometry: RopeGeometry) -> tuple[np.ndarray, np.ndarray, float]:
+    """(long factors, short factors, attention factor) of a fixed-table spec, float32 [d/2] each."""
+    if isinstance(spec, LongRopeSpec):
+        long = np.asarray(spec.long_factor, dtype=np.float32)
+        short = np.asarray(spec.short_factor if spec.short_factor is not None else [1.0] * len(long), np.float32)
+        return long, short, float(inv_freq_for(spec, geometry, None)[1])
+    if isinstance(spec, NoScaling):
+        ones = np.ones(geometry.pairs, dtype=np.float32)
+        return ones, ones, 1.0
+    factors, attention = rescale_factors(spec, geometry)
+    table = factors.numpy().astype(np.float32)
+    return table, table, float(attention)
+
+
+def plan_gguf_rope(arch: str, spec: RopeSpec, geometry: RopeGeometry, target_window: int | None = None,
+                   lossy: bool = False) -> GgufRopePlan:
+    """Tensors and keys that make llama.cpp's ``arch`` graph use ``spec``'s frequencies."""
+    if arch not in FACTOR_ARCHITECTURES:
+        raise LongRopeError(
+            f"llama.cpp reads per-dimension rope factors only for {' and '.join(FACTOR_ARCHITECTURES)} GGUFs; "
+            f"its '{arch}' graph ignores them"
+        )
+    window = spec.original_window or geometry.original_window
+    spec = spec.with_window(window)
+    inv_freq_for(spec, geometry, None)  # validates the factor count against the model
+    if isinstance(spec, StringSpec):
+        spec.resolved(geometry.original_window)
+    reduced, lost, leftover = reduce_spec(spec, geometry)
+    reduced = reduced.with_window(window)
+    if isinstance(reduced, DynamicNTKSpec):
+        raise LongRopeError("dynamic NTK changes the base with the sequence length; a GGUF can only carry fixed "
+                            "factors (use ntk, yarn or longrope for llama.cpp)")
+    long, short, attention = _factor_table(reduced, geometry)
+    attention *= leftover  # GGUF's attn_factor carries any attention factor
+    names = _names()
+    notes: list[str] = []
+    if arch == "phi3":
+        tensors = {names["long"]: long, names["short"]: short}
+    else:
+        if isinstance(reduced, LongRopeSpec) and not np.array_equal(long, short):
+            lost.append(
+                f"LongRoPE short factors: llama.cpp's {arch} graph has one factor table (rope_freqs), so the long "
+                f"factors apply at every length, also inside the original window of {window} tokens"
+            )
+        tensors = {names["freqs"]: long}
+    if lost and not lossy:
+        raise LongRopeError(f"a {arch} GGUF cannot express {'; '.join(lost)}. Pass lossy=True (--lossy) to export "
+                            "without it")
+    factor = float(getattr(reduced, "factor", 1.0) or 1.0)
+    context = int(target_window or round(window * factor))
+    keys = {
+        f"{arch}.context_length": context,
+        f"{arch}.rope.scaling.original_context_length": int(window),
+        f"{arch}.rope.scaling.attn_factor": float(attention),
+    }
+    notes.append(f"{reduced.method} written as per-pair frequency divisors {sorted(tensors)} and attention factor "
+                 f"{attention:.6g}")
+    return GgufRopePlan(arch, tensors, keys, lost, notes)
+
+
+# ------------------------------------------------------------------------------------------- reading GGUFs
+
+def _field_value(field) -> Any:
+    import gguf
+
+    value = field.contents()
+    if field.types and field.types[0] == gguf.GGUFValueType.ARRAY and not isinstance(value, list):
+        value = list(value)
+    return value
+
+
+def read_metadata(reader) -> dict[str, Any]:
+    """Every key of an open ``gguf.GGUFReader`` (arrays as lists), without the file-header pseudo keys."""
+    return {name: _field_value(f) for name, f in reader.fields.items() if not name.startswith("GGUF.")}
+
+
+def gguf_geometry(metadata: dict[str, Any]) -> tuple[str, RopeGeometry]:
+    """(architecture, rotary geometry) of a GGUF; a clear error when it has no rotary embedding."""
+    import gguf
+
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        raise LongRopeError("not a model GGUF: general.architecture is missing")
+    arch_enum = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch), None)
+    known_tensors = gguf.MODEL_TENSORS.get(arch_enum, ()) if arch_enum is not None else ()
+    has_rope_keys = any(k.startswith(f"{arch}.rope.") for k in metadata)
+    if gguf.MODEL_TENSOR.POS_EMBD in known_tensors or (not has_rope_keys and arch not in FACTOR_ARCHITECTURES):
+        raise LongRopeError(
+            f"GGUF architecture '{arch}' has no rotary position embedding (it uses learned or ALiBi positions); "
+            "longrope works on RoPE models such as llama, mistral, qwen2, phi3"
+        )
+    heads = metadata.get(f"{arch}.attention.head_count")
+    embd = metadata.get(f"{arch}.embedding_length")
+    head_dim = metadata.get(f"{arch}.attention.key_length") or (embd // heads if embd and heads else None)
+    dim = metadata.get(f"{arch}.rope.dimension_count") or head_dim
+    if not dim:
+        raise LongRopeError(f"GGUF '{arch}': cannot tell the rotary dimension (no rope.dimension_count)")
+    base = float(metadata.get(f"{arch}.rope.freq_base", 10000.0))
+    window = (metadata.get(f"{arch}.rope.scaling.original_context_length")
+              or metadata.get(f"{arch}.context_length"))
+    if not window:
+        raise LongRopeError(f"GGUF '{arch}': no context_length")
+    return arch, RopeGeometry(dim=int(dim), base=base, original_window=int(window))
+
+
+def _open_reader(path: Path):
+    import gguf
+
+    if not path.is_file():
+        raise LongRopeError(f"GGUF file {path} does not exist")
+    try:
+        return gguf.GGUFReader(path, "r")
+    except Exception as exc:  # noqa: BLE001 - the reader raises ValueError/struct errors on a bad file
+        raise LongRopeError(f"{path} is not a readable GGUF file: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------- writing GGUFs
+
+def _check_target(out_path: Path, force: bool) -> None:
+    if out_path.is_dir():
+        raise LongRopeError(f"{out_path} is a directory; give a .gguf file path")
+    if out_path.exists() and not force:
+        raise LongRopeError(f"{out_path} exists; pass force=True (--force) to replace it")
+
+
+def _write(writer_fill, arch: str, out_path: Path, alignment: int | None = None) -> Path:
+    """Run ``writer_fill(writer)`` on a GGUFWriter for a temp sibling of ``out_path``, then rename it."""
+    import gguf
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.parent / f".{out_path.name}.partial-{os.getpid()}"
+    writer = gguf.GGUFWriter(tmp, arch)
+    try:
+        if alignment:
+            writer.data_alignment = alignment
+        writer_fill(writer)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        tmp.replace(out_path)
+    except BaseException:
+        try:
+            writer.close()
+        finally:
+            tmp.unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+def _add_plan(writer, plan: GgufRopePlan) -> None:
+    import gguf
+
+    for key, value in plan.keys.items():
+        vtype = gguf.GGUFValueType.FLOAT32 if isinstance(value, float) else gguf.GGUFValueType.UINT32
+        writer.add_key_value(key, value, vtype)
+    for name, table in plan.tensors.items():
+        writer.add_tensor(name, np.ascontiguousarray(table, dtype=np.float32))
+
+
+def add_rope_factors(gguf_path: str | Path, spec: RopeSpec, out_path: str | Path, target_window: int | None = None,
+                     force: bool = False, lossy: bool = False) -> Path:
+    """Copy ``gguf_path`` to ``out_path`` with ``spec`` as rope factors (weights copied byte for byte).
+
+    Existing rope factor tensors and ``rope.scaling.*`` keys are replaced. Raises `LongRopeError` for a GGUF of a
+    model without RoPE, an architecture whose llama.cpp graph ignores rope factors, or a spec that does not fit.
+    """
+    import gguf
+
+    src, out_path = Path(gguf_path).expanduser(), Path(out_path).expanduser()
+    if src.resolve() == out_path.resolve():
+        raise LongRopeError("the output GGUF must be a different file from the input")
+    _check_target(out_path, force)
+    reader = _open_reader(src)
+    metadata = read_metadata(reader)
+    arch, geometry = gguf_geometry(metadata)
+    plan = plan_gguf_rope(arch, spec, geometry, target_window, lossy)
+    owned = set(plan.keys) | {f"{arch}.rope.scaling.{k}" for k in _SCALING_KEYS} | {"general.architecture"}
+    replaced = set(rope_tensor_names().values())
+
+    def fill(writer) -> None:
+        for name, f in reader.fields.items():
+            if name.startswith("GGUF.") or name in owned:
+                continue
+            vtype = f.types[0]
+            sub_type = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(name, _field_value(f), vtype, sub_type=sub_type)
+        _add_plan(writer, plan)
+        for tensor in reader.tensors:
+            if tensor.name in replaced:
+                continue
+            writer.add_tensor(tensor.name, tensor.data, raw_shape=tensor.data.shape, raw_dtype=tensor.tensor_type)
+
+    return _write(fill, arch, out_path, metadata.get("general.alignment"))
+
+
+# -- a new GGUF from a transformers model ----------------------------------------------------------------------
+
+def _permute_for_llama_cpp(weight: np.ndarray, heads: int) -> np.ndarray:
+    """HF's rotate-half q/k rows -> llama.cpp's interleaved pairs (what its llama converter does)."""
+    rows = weight.shape[0]
+    return (weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def _tokenizer_fields(tokenizer, vocab_size: int) -> dict[str, Any]:
+    """GGUF tokenizer keys of a byte-level BPE ``tokenizers`` tokenizer (llama.cpp's 'gpt2' model)."""
+    import json as _json
+
+    import gguf
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise LongRopeError("GGUF export needs a fast (tokenizers) tokenizer")
+    data = _json.loads(backend.to_str())
+    model = data.get("model", {})
+    if model.get("type") != "BPE":
+        raise LongRopeError(f"GGUF export supports byte-level BPE tokenizers, not {model.get('type')!r}")
+    vocab = backend.get_vocab(with_added_tokens=True)
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [gguf.TokenType.UNUSED] * vocab_size
+    for token, index in vocab.items():
+        if index >= vocab_size:
+            raise LongRopeError(f"tokenizer has token id {index} but the model's vocabulary is {vocab_size}")
+        tokens[index] = token
+        types[index] = gguf.TokenType.NORMAL
+    for added in data.get("added_tokens", []):
+        if added["id"] < vocab_size:
+            types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    fields: dict[str, Any] = {"tokens": tokens, "types": [int(t) for t in types], "merges": merges}
+    for name in ("bos", "eos", "pad", "unk"):
+        token_id = getattr(tokenizer, f"{name}_token_id", None)
+        if token_id is not None:
+            fields[name] = int(token_id)
+    probe = tokenizer("a").input_ids if callable(tokenizer) else []
+    fields["add_bos"] = bool(probe) and fields.get("bos") is not None and probe[0] == fields["bos"]
+    fields["chat_template"] = getattr(tokenizer, "chat_template", None)
+    return fields
+
+
+def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
+    fields = _tokenizer_fields(tokenizer, vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(fields["tokens"])
+    writer.add_token_types(fields["types"])
+    if fields["merges"]:
+        writer.add_token_merges(fields["merges"])
+    for name, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
+                      ("pad", writer.add_pad_token_id), ("unk", writer.add_unk_token_id)):
+        if name in fields:
+            add(fields[name])
+    writer.add_add_bos_token(fields["add_bos"])
+    if isinstance(fields["chat_template"], str) and fields["chat_template"]:
+        writer.add_chat_template(fields["chat_template"])
+
+
+def _llama_tensors(state: dict[str, torch.Tensor], config) -> list[tuple[str, torch.Tensor]]:
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    out = [("token_embd.weight", state["model.embed_tokens.weight"])]
+    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for i in range(config.num_hidden_layers):
+        for hf, gg in names.items():
+            key = f"model.layers.{i}.{hf}.weight"
+            if key not in state:
+                raise LongRopeError(f"GGUF export: {key} missing from the model's weights")
+            out.append((f"blk.{i}.{gg}.weight", state[key]))
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            if f"model.layers.{i}.self_attn.{proj}.bias" in state:
+                raise LongRopeError("GGUF export of attention biases is not supported (llama architecture only)")
+    out.append(("output_norm.weight", state["model.norm.weight"]))
+    if not getattr(config, "tie_word_embeddings", False):
+        out.append(("output.weight", state["lm_head.weight"]))
+    del heads, kv_heads
+    return out
+
+
+def _phi3_tensors(state: dict[str, torch.Tensor], config) -> list[tuple[str, torch.Tensor]]:
+    out = [("token_embd.weight", state["model.embed_tokens.weight"])]
+    names = {"input_layernorm": "attn_norm", "self_attn.qkv_proj": "attn_qkv", "self_attn.o_proj": "attn_output",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for i in range(config.num_hidden_layers):
+        for hf, gg in names.items():
+            out.append((f"blk.{i}.{gg}.weight", state[f"model.layers.{i}.{hf}.weight"]))
+    out.append(("output_norm.weight", state["model.norm.weight"]))
+    if not getattr(config, "tie_word_embeddings", False):
+        out.append(("output.weight", state["lm_head.weight"]))
+    return out
+
+
+GGUF_ARCH_OF_MODEL_TYPE = {"llama": "llama", "mistral": "llama", "phi3": "phi3"}
+
+
+def write_gguf(model, tokenizer, spec: RopeSpec | None, out_path: str | Path, dtype: str = "f32",
+               target_window: int | None = None, force: bool = False, lossy: bool = False,
+               name: str | None = None) -> Path:
+    """A new GGUF of a Llama / Mistral (``llama`` architecture) or Phi-3 (``phi3``) model with ``spec``'s factors.
+
+    Weights are written in float32 (``dtype='f32'``) or float16 (``'f16'``; norms and rope factors stay
+    float32). Q/K rows are permuted to llama.cpp's pair layout for ``llama``, as its own converter does. The
+    tokenizer must be a byte-level BPE (written as ``tokenizer.ggml.model = gpt2``).
+    """
+    from longrope.patch import current_spec, model_geometry
+
+    out_path = Path(out_path).expanduser()
+    _check_target(out_path, force)
+    if dtype not in ("f32", "f16"):
+        raise LongRopeError(f"GGUF dtype must be f32 or f16, got {dtype!r}")
+    spec = spec if spec is not None else (current_spec(model) or NoScaling())
+    if isinstance(spec, (tuple, list)):
+        raise LongRopeError("the model carries one spec per batch row; export needs exactly one spec")
+    config = model.config
+    model_type = getattr(config, "model_type", "")
+    arch = GGUF_ARCH_OF_MODEL_TYPE.get(model_type)
+    if arch is None:
+        raise LongRopeError(
+            f"writing a GGUF from a '{model_type}' model is not supported (llama, mistral, phi3 are); export the HF "
+            "directory and convert it with llama.cpp's convert_hf_to_gguf.py"
+        )
+    geometry = model_geometry(model)
+    plan = plan_gguf_rope(arch, spec, geometry, target_window, lossy)
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    tensors = _llama_tensors(state, config) if arch == "llama" else _phi3_tensors(state, config)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    np_dtype = np.float16 if dtype == "f16" else np.float32
+
+    def fill(writer) -> None:
+        import gguf
+
+        # general.name matters to readers: llama.cpp gives vocabularies of models named *phi3* / *phi-3* special
+        # token attributes (and looks up '<unk>' etc. to do so); transformers reads a llama GGUF named exactly
+        # 'mistral' as Mistral. So no architecture in the default name.
+        label = name or Path(str(getattr(config, "_name_or_path", "") or "")).name or "longrope-export"
+        writer.add_name(label)
+        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
+        writer.add_embedding_length(config.hidden_size)
+        writer.add_block_count(config.num_hidden_layers)
+        writer.add_feed_forward_length(config.intermediate_size)
+        writer.add_head_count(config.num_attention_heads)
+        writer.add_head_count_kv(config.num_key_value_heads)
+        writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+        writer.add_rope_freq_base(float(geometry.base))
+        writer.add_rope_dimension_count(geometry.dim)
+        if head_dim != config.hidden_size // config.num_attention_heads:
+            writer.add_key_length(head_dim)
+            writer.add_value_length(head_dim)
+        writer.add_vocab_size(config.vocab_size)
+        if arch == "phi3" and getattr(config, "sliding_window", None):
+            writer.add_sliding_window(int(config.sliding_window))
+        _add_plan(writer, plan)
+        if tokenizer is not None:
+            _add_tokenizer(writer, tokenizer, config.vocab_size)
+        for gguf_name, tensor in tensors:
+            array = tensor.float().numpy()
+            if arch == "llama" and gguf_name.endswith((".attn_q.weight", ".attn_k.weight")):
+                heads = config.num_attention_heads if ".attn_q." in gguf_name else config.num_key_value_heads
+                array = _permute_for_llama_cpp(array, heads)
+            array = array.astype(np_dtype if array.ndim > 1 else np.float32)
+            writer.add_tensor(gguf_name, np.ascontiguousarray(array))
+
+    return _write(fill, arch, out_path)
+
+
+def export_gguf(spec: RopeSpec | None, out_path: str | Path, *, model=None, tokenizer=None,
+                source_gguf: str | Path | None = None, dtype: str = "f32", target_window: int | None = None,
+                force: bool = False, lossy: bool = False) -> Path:
+    """Write a GGUF for llama.cpp carrying ``spec`` as rope factors.
+
+    With ``source_gguf``: a copy of that file (any quantisation) with the factors added (`add_rope_factors`).
+    Otherwise: a new f32/f16 file converted from ``model`` and ``tokenizer`` (`write_gguf`).
+    """
+    if source_gguf is not None:
+        if spec is None:
+            raise LongRopeError("adding rope factors to a GGUF needs a spec")
+        return add_rope_factors(source_gguf, spec, out_path, target_window, force, lossy)
+    if model is None:
+        raise LongRopeError("export_gguf needs a model or a source GGUF")
+    return write_gguf(model, tokenizer, spec, out_path, dtype, target_window, force, lossy)
+
+
+def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(metadata, float tensors by name) of a GGUF, for checks; quantised tensors come back as raw bytes."""
+    reader = _open_reader(Path(path))
+    tensors = {t.name: np.array(t.data) for t in reader.tensors}
+    return read_metadata(reader), tensors
