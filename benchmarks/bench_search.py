@@ -1,0 +1,261 @@
+"""Benchmark: the plain LongRoPE evolutionary search against ours (racing + batching + bf16), same seed and budget.
+
+    python benchmarks/bench_search.py            # built-in tiny model, 8x (2048 tokens), validation docs
+    python benchmarks/bench_search.py --quick    # random tiny model and random tokens: seconds (run by a test)
+    python benchmarks/bench_search.py --science  # + test-split perplexity of PI / NTK / YaRN / searched
+
+"Plain" is the reference algorithm: every candidate scored on every document, one candidate per forward, fp32.
+"Ours" races candidates document by document, puts ``--batch`` candidates in one forward and runs in bf16.
+Both bests are re-scored in fp32 on the search documents so the fitness comparison does not depend on the
+forward dtype. Also printed: how many of the plain run's children the racing rule would have dropped
+although they entered the parent set ("wrong drops"), replayed from the plain run's log.
+Exit status: 0, or 1 on a sanity failure (non-finite fitness, a best worse than the best seed, no tokens
+counted, or, with --strict, a missed target: ours must reach the plain fitness (+0.002 nats) with at most
+half the forward tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from longrope.eval.loss import token_nll
+from longrope.patch import apply, restore
+from longrope.rope import LinearSpec, NTKSpec, YarnSpec
+from longrope.search import FitnessData, SearchConfig, search
+from longrope.search.fitness import Evaluator, racing_bounds
+
+TOLERANCE = 0.002  # nats: "equal" fitness
+
+
+def random_model(window: int = 32, seed: int = 0):
+    """A random 2-layer Llama (16 rotary pairs) with weights large enough for position effects to show."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=window,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.15)
+    return model.eval()
+
+
+def random_data(docs: int, length: int, seed: int = 0) -> FitnessData:
+    """Random documents with a repeated motif, so long-range positions matter a little."""
+    g = torch.Generator().manual_seed(seed)
+    motif = torch.randint(3, 97, (docs, 24), generator=g)
+    ids = torch.randint(3, 97, (docs, length), generator=g)
+    for start in range(1, length - 24, 96):
+        ids[:, start : start + 24] = motif
+    ids[:, 0] = 1
+    return FitnessData(ids, None, f"{docs} random documents of {length} tokens")
+
+
+def rescore(model, data: FitnessData, spec) -> float:
+    """fp32 fitness of one spec on the search documents (no racing)."""
+    model = model.float()
+    return Evaluator(model, data, batch=1).evaluate([spec])[0].fitness
+
+
+def replay_wrong_drops(log_path: Path, parents: int, docs: int, z: float | None) -> tuple[int, int, int]:
+    """From a plain run's log: (children the racing rule would drop, of which entered the parent set, children)."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["generation"], row["stage"]), []).append(row)
+    dropped = wrong = total = 0
+    for (generation, stage), group in sorted(groups.items()):
+        first = min(r["order"] for r in group)
+        reference = sorted((r for r in rows if r["order"] < first), key=lambda r: (r["fitness"], r["order"]))
+        reference = reference[:parents]
+        if (generation == 0 and stage == 0) or len(reference) < parents:
+            continue
+        threshold = reference[-1]["fitness"]
+        bounds = racing_bounds([r["per_doc"] for r in reference], z)
+        for r in group:
+            total += 1
+            for j in range(docs - 1):
+                if (sum(r["per_doc"][: j + 1]) + sum(bounds[j + 1 :])) / docs > threshold:
+                    dropped += 1
+                    wrong += r["fitness"] < threshold
+                    break
+    return dropped, wrong, total
+
+
+def test_perplexity(model, tokenizer, specs: dict, length: int, docs: int) -> dict[str, float]:
+    """Truncate-mode perplexity on ``docs`` TEST documents (evaluation only), fp32 model, bf16 not used."""
+    from longrope.data.corpus import StdlibCorpus
+    from longrope.data.samples import token_samples
+
+    samples = token_samples(
+        StdlibCorpus("test"), tokenizer, min_tokens=length, n=docs, seed=0, allow_fewer=True
+    )
+    out = {}
+    model = model.float()
+    for name, spec in specs.items():
+        total, count = 0.0, 0
+        for sample in samples:
+            if spec is not None:
+                apply(model, spec)
+            with torch.no_grad():
+                nll = token_nll(model, sample[None])
+            restore(model)
+            total += nll.sum().item()
+            count += nll.numel()
+        out[name] = math.exp(total / count)
+    out["_docs"] = len(samples)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="random tiny model, seconds")
+    parser.add_argument("--model", default="tiny", help="model for the full run (default: the built-in tiny)")
+    parser.add_argument("--science", action="store_true", help="also test-split perplexity of every method")
+    parser.add_argument("--strict", action="store_true", help="a missed target is a failure too")
+    parser.add_argument("--skip-plain", action="store_true", help="only run ours (with --science)")
+    parser.add_argument("--factor", type=float, default=8.0)
+    parser.add_argument("--population", type=int, default=None)
+    parser.add_argument("--parents", type=int, default=None)
+    parser.add_argument("--mutations", type=int, default=None)
+    parser.add_argument("--crossovers", type=int, default=None)
+    parser.add_argument("--generations", type=int, default=None)
+    parser.add_argument("--docs", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--z", type=float, default=2.0, help="racing z (negative: exact racing)")
+    parser.add_argument("--rank", type=int, default=None, help="racing rank (default: parents)")
+    parser.add_argument("--attention", action="store_true", help="also search the attention factor")
+    parser.add_argument("--test-docs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="keep outputs here (default: a temp dir)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    z = None if args.z < 0 else args.z
+
+    if args.quick:
+        model, tokenizer, window = random_model(), None, 32
+        length = int(window * args.factor)
+        defaults = dict(population=16, parents=8, mutations=8, crossovers=8, generations=4, docs=4)
+    else:
+        from longrope.models.loading import load_model
+
+        model, tokenizer = load_model(args.model, dtype="float32")
+        window = model.config.max_position_embeddings
+        length = int(window * args.factor)
+        defaults = dict(population=32, parents=16, mutations=8, crossovers=8, generations=8, docs=4)
+    budget = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+    data = random_data(budget["docs"], length) if args.quick else None
+    if data is None:
+        from longrope.search.fitness import build_fitness_data
+
+        data = build_fitness_data(tokenizer, length, budget["docs"], split="validation", seed=args.seed)
+
+    base = SearchConfig(factor=args.factor, seed=args.seed, search_attention=args.attention, **budget)
+    plain_config = replace(base, racing=False, batch=1, dtype=None)
+    ours_config = replace(
+        base, racing=True, racing_z=z, racing_rank=args.rank, batch=args.batch, dtype="bf16"
+    )
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-search-"))
+    for sub in ("plain", "ours"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+
+    print(
+        f"model: {'random tiny' if args.quick else args.model} window {window}, target {length} tokens "
+        f"({args.factor:g}x), {budget}, batch {args.batch}, racing z {z}"
+    )
+    runs = {}
+    names = ("ours",) if args.skip_plain else ("plain", "ours")
+    for name in names:
+        config = plain_config if name == "plain" else ours_config
+        started = time.perf_counter()
+        result = search(model, tokenizer, config, out / name, data=data, progress=False)
+        runs[name] = (result, time.perf_counter() - started)
+
+    failures = []
+    print(
+        f"\n{'run':<6} {'best (search)':>13} {'best (fp32)':>12} {'ppl':>9} {'evals':>6} {'fwd tokens':>12} {'wall s':>8}"
+    )
+    rescored = {}
+    for name, (result, wall) in runs.items():
+        rescored[name] = rescore(model, data, result.spec)
+        print(
+            f"{name:<6} {result.fitness:>13.4f} {rescored[name]:>12.4f} {math.exp(rescored[name]):>9.3f} "
+            f"{result.evaluations:>6} {result.forward_tokens:>12,} {wall:>8.1f}"
+        )
+        if not math.isfinite(result.fitness) or result.forward_tokens <= 0:
+            failures.append(f"{name}: non-finite fitness or no tokens counted")
+        if result.seeds and result.fitness > min(result.seeds.values()) + 1e-9:
+            failures.append(
+                f"{name}: best {result.fitness} worse than the best seed {min(result.seeds.values())}"
+            )
+    if "plain" in runs:
+        plain, plain_wall = runs["plain"]
+        ours, ours_wall = runs["ours"]
+        token_ratio = ours.forward_tokens / plain.forward_tokens
+        print(
+            f"\nratios ours/plain: forward tokens {token_ratio:.3f}, wall time {ours_wall / plain_wall:.3f}, "
+            f"fitness difference (fp32) {rescored['ours'] - rescored['plain']:+.4f} nats"
+        )
+        dropped, wrong, total = replay_wrong_drops(plain.log_path, base.parents, budget["docs"], z)
+        print(
+            f"racing replayed on the plain run's log (z {z}): {dropped} of {total} raced children "
+            f"dropped, {wrong} of them wrongly (they entered the parent set)"
+        )
+        met = rescored["ours"] <= rescored["plain"] + TOLERANCE and token_ratio <= 0.5
+        print(f"target (fitness equal or better, at most half the tokens): {'MET' if met else 'MISSED'}")
+        if args.strict and not met:
+            failures.append("target missed")
+
+    if args.science and not args.quick:
+        specs = {
+            "none": None,
+            "pi": LinearSpec(factor=args.factor),
+            "ntk": NTKSpec(factor=args.factor),
+            "yarn": YarnSpec(factor=args.factor),
+        }
+        for name, (result, _) in runs.items():
+            specs[f"search-{name}"] = result.spec
+        table = test_perplexity(model, tokenizer, specs, length, args.test_docs)
+        print(
+            f"\nTEST split perplexity at {length} tokens ({args.factor:g}x), {table.pop('_docs')} documents, "
+            "truncate mode, fp32, no fine-tuning:"
+        )
+        for name, value in table.items():
+            print(f"  {name:<14} {value:8.2f}")
+        (out / "science.json").write_text(json.dumps(table, indent=2))
+    print(f"\noutputs: {out}")
+    for failure in failures:
+        print(f"SANITY FAILURE: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""``longrope search``: a thin layer over `longrope.search.search` / `search_short`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from longrope.errors import LongRopeError
+
+console = Console()
+
+
+def search_command(
+    model: str = typer.Option(
+        "tiny", "--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id."
+    ),
+    factor: float | None = typer.Option(
+        None, "--factor", "-s", help="Scale s = target length / original window."
+    ),
+    length: int | None = typer.Option(None, "--length", help="Target length L' (instead of --factor)."),
+    generations: int = typer.Option(40, help="Generations after the initial population."),
+    population: int = typer.Option(64, help="Initial population size."),
+    parents: int = typer.Option(32, help="Parents kept per generation."),
+    mutations: int = typer.Option(16, help="Mutated children per generation."),
+    crossovers: int = typer.Option(16, help="Crossed children per generation."),
+    max_evaluations: int | None = typer.Option(None, "--max-evaluations", help="Cap on evaluations."),
+    docs: int = typer.Option(5, "--docs", "-k", help="Documents in the fitness."),
+    corpus: str = typer.Option("stdlib", help="Corpus of the fitness documents: stdlib, a path, or hf:NAME."),
+    split: str = typer.Option("validation", help="Split of the fitness documents (never test)."),
+    short: bool = typer.Option(False, "--short", help="Search short factors (at the original window)."),
+    long_spec: Path | None = typer.Option(
+        None, "--long-spec", help="With --short: the long spec JSON to complete."
+    ),
+    longrope2: bool = typer.Option(
+        False, "--longrope2", help="LongRoPE2: search pairs >= the critical pair in [s, 2s]."
+    ),
+    critical_pair: int | None = typer.Option(
+        None, "--critical-pair", help="LongRoPE2 critical pair (default: theory)."
+    ),
+    needle: bool = typer.Option(
+        False, "--needle", help="Needle-driven fitness: loss on planted pass-key digits only."
+    ),
+    n_hat: bool = typer.Option(
+        False, "--n-hat", help="Also search n_hat (n_hat > 0 cannot be exported to transformers)."
+    ),
+    attention: bool = typer.Option(
+        False, "--attention/--no-attention", help="Also search the attention factor."
+    ),
+    lambda_max: float | None = typer.Option(
+        None, "--lambda-max", help="Upper bound of the factors (default 1.25*s)."
+    ),
+    factor_file: Path | None = typer.Option(
+        None, "--factor-file", help="Extra seed: JSON list of factors or a spec."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the state file in --out."),
+    out: Path = typer.Option(Path("search-out"), "--out", help="Output directory."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the search."),
+    batch: int = typer.Option(4, "--batch", help="Candidates per forward pass."),
+    racing: bool = typer.Option(True, "--racing/--no-racing", help="Drop hopeless candidates early."),
+    racing_z: float = typer.Option(
+        2.0,
+        "--racing-z",
+        help="Racing drops a child worse than the worst parent by z "
+        "spreads per unscored document; negative: exact racing (bound 0).",
+    ),
+    dtype: str = typer.Option("bf16", "--dtype", help="Forward dtype: bf16 or fp32."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
+) -> None:
+    """Evolutionary search of LongRoPE rescale factors (LongRoPE / LongRoPE2); resumable; torchrun-aware.
+
+    Writes best_spec.json, evaluations.jsonl, convergence.png, result.json and search_state.json to --out.
+    Run on several processes with: torchrun --nproc-per-node N -m longrope search ...
+    """
+    from longrope.models.loading import load_model
+    from longrope.rope import LongRopeSpec, load_spec
+    from longrope.search.distributed import init_from_env, local_device, shutdown
+    from longrope.search.evolution import SearchConfig, search, search_short
+
+    if factor is None and length is None and not short:
+        raise LongRopeError("give --factor or --length")
+    comm = init_from_env()
+    try:
+        loaded, tokenizer = load_model(model, dtype=dtype, device=local_device())
+        config = SearchConfig(
+            factor=factor,
+            target_length=length,
+            population=population,
+            mutations=mutations,
+            crossovers=crossovers,
+            parents=parents,
+            generations=generations,
+            max_evaluations=max_evaluations,
+            lambda_max=lambda_max,
+            search_n_hat=n_hat,
+            search_attention=attention,
+            longrope2=longrope2,
+            critical_pair=critical_pair,
+            docs=docs,
+            corpus=corpus,
+            split=split,
+            needle=needle,
+            seed=seed,
+            batch=batch,
+            racing=racing,
+            racing_z=None if racing_z < 0 else racing_z,
+            dtype=dtype,
+            factor_file=str(factor_file) if factor_file else None,
+        )
+        show = progress and comm.is_main
+        if short:
+            if long_spec is None:
+                raise LongRopeError("--short needs --long-spec: the long spec whose short factors to search")
+            spec = load_spec(long_spec)
+            if not isinstance(spec, LongRopeSpec):
+                raise LongRopeError(f"{long_spec} is a {spec.method} spec; --short needs a longrope spec")
+            result = search_short(
+                loaded, tokenizer, spec, config, out, resume=resume, progress=show, comm=comm
+            )
+        else:
+            result = search(loaded, tokenizer, config, out, resume=resume, progress=show, comm=comm)
+        if comm.is_main:
+            seeds = ", ".join(f"{name} {math.exp(v):.3f}" for name, v in result.seeds.items())
+            console.print(f"[bold]best perplexity[/] {result.perplexity:.3f}  (seeds: {seeds})")
+            console.print(f"spec: {result.spec_path}  plot: {result.plot_path}  log: {result.log_path}")
+    finally:
+        shutdown()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_command)

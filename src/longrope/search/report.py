@@ -1,0 +1,80 @@
+"""Outputs of a search: the JSONL evaluation log, the convergence plot, the progress display."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class EvaluationLog:
+    """Append-only JSONL file, one line per evaluation; truncated to the length the state file agrees with."""
+
+    def __init__(self, path: Path, keep_bytes: int) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > keep_bytes:
+            with path.open("r+b") as handle:
+                handle.truncate(keep_bytes)
+        elif not path.exists() or keep_bytes == 0:
+            path.write_bytes(b"")
+
+    def append(self, rows: list[dict]) -> int:
+        """Write ``rows`` durably and return the new file length."""
+        with self.path.open("ab") as handle:
+            for row in rows:
+                handle.write((json.dumps(row) + "\n").encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+            return handle.tell()
+
+
+def plot_convergence(history: list[dict], path: Path, title: str = "LongRoPE search") -> Path:
+    """PNG of the best and median parent fitness (mean NLL = log perplexity) per generation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    generations = [h["generation"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(generations, [h["best"] for h in history], marker="o", label="best")
+    ax.plot(
+        generations, [h["median"] for h in history], marker=".", linestyle="--", label="median of parents"
+    )
+    ax.set_xlabel("generation (0 = initial population)")
+    ax.set_ylabel("fitness: mean NLL (log perplexity)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def search_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best ppl {task.fields[best]}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )

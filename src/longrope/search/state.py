@@ -1,0 +1,155 @@
+"""The whole search state in one JSON file, written atomically (temp file + ``os.replace``) after every batch.
+
+It holds the config and its hash (with the model's and the data's fingerprints), every evaluated genome with
+its per-document NLL, the parent set, the candidates of the generation under way, the per-generation history,
+the length of the JSONL log it agrees with, and the state of the one random generator the search uses
+(``random.Random``; numpy and torch generators are not used by the search). A run resumed from it continues
+exactly where the last finished batch left off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from longrope.errors import LongRopeError
+
+STATE_FORMAT = "longrope-search-state"
+STATE_VERSION = 1
+STATE_FILE = "search_state.json"
+
+
+def stable_hash(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model) -> str:
+    """Architecture config plus a digest of the first and last parameter tensors (cheap, even for 7B models)."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(config.to_json_string(use_diff=False).encode())
+    params = list(model.parameters())
+    digest.update(str(sum(p.numel() for p in params)).encode())
+    for p in (params[0], params[-1]) if params else ():
+        digest.update(p.detach().float().cpu().numpy().tobytes()[: 1 << 22])
+    return digest.hexdigest()[:16]
+
+
+def rng_to_json(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def rng_from_json(data: list) -> random.Random:
+    rng = random.Random()
+    rng.setstate((data[0], tuple(data[1]), data[2]))
+    return rng
+
+
+@dataclass
+class Record:
+    """One evaluated genome (see `fitness.Evaluation`), with the generation it was first evaluated in."""
+
+    key: str
+    per_doc: list[float]
+    fitness: float
+    complete: bool
+    generation: int
+    tokens: int
+    seconds: float
+    order: int  # evaluation order: index in the run
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SearchState:
+    """Everything needed to continue a search.
+
+    generation: the generation under way (0 = the initial population). stage: index of the candidate group
+    under way in that generation (the initial population is raced in two groups). pending: its candidates
+    (genome keys). threshold / lower_bounds: the racing reference of the group, fixed when it started.
+    parents: genome keys of the parent set, best first. done: the search has finished.
+    """
+
+    config_hash: str
+    config: dict
+    rng: list
+    generation: int = 0
+    stage: int = 0
+    pending: list[str] = field(default_factory=list)
+    groups: list[list[str]] = field(default_factory=list)
+    threshold: float | None = None
+    lower_bounds: list[float] | None = None
+    parents: list[str] = field(default_factory=list)
+    records: dict[str, Record] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    seeds: dict[str, str] = field(default_factory=dict)
+    log_bytes: int = 0
+    forward_tokens: int = 0
+    seconds: float = 0.0
+    done: bool = False
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "records"}
+        out["records"] = {k: r.to_json() for k, r in self.records.items()}
+        out["format"] = STATE_FORMAT
+        out["version"] = STATE_VERSION
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> SearchState:
+        data = dict(data)
+        data.pop("format", None)
+        data.pop("version", None)
+        records = {k: Record(**r) for k, r in data.pop("records").items()}
+        state = cls(**data)
+        state.records = records
+        return state
+
+
+def save_state(state: SearchState, path: Path) -> None:
+    """Write the state next to ``path`` and move it into place (a killed process never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(state.to_json(), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path, config_hash: str) -> SearchState:
+    """Read a state file for a search whose hash is ``config_hash``; a clear error if corrupt or foreign."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LongRopeError(
+            f"search state {path} is corrupt ({exc}); delete it to start over, or choose another output directory"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise LongRopeError(f"{path} is not a longrope search state file")
+    if data.get("version") != STATE_VERSION:
+        raise LongRopeError(
+            f"search state {path} has version {data.get('version')}, expected {STATE_VERSION}"
+        )
+    if data.get("config_hash") != config_hash:
+        raise LongRopeError(
+            f"search state {path} belongs to a different search (model, data or config differ: state hash "
+            f"{data.get('config_hash')}, this run {config_hash}); use another output directory or delete it"
+        )
+    try:
+        return SearchState.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LongRopeError(f"search state {path} is corrupt ({exc}); delete it to start over") from None

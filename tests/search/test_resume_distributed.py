@@ -1,0 +1,98 @@
+"""Kill a search with SIGKILL and resume it; spread one over 2 torchrun ranks: same result as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from search_helpers import small_config, small_data, small_model
+
+from longrope.search import search
+from longrope.search.state import STATE_FILE
+
+WORKER = Path(__file__).with_name("search_worker.py")
+GENERATIONS = 8
+
+
+def _env():
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    return search(
+        small_model(), None, small_config(generations=GENERATIONS), out, data=small_data(), progress=False
+    )
+
+
+def _lines(path: Path) -> int:
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_then_resume(tmp_path, uninterrupted):
+    log = tmp_path / "evaluations.jsonl"
+    cmd = [sys.executable, str(WORKER), str(tmp_path), "--generations", str(GENERATIONS), "--delay", "0.05"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while _lines(log) < 20 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the worker finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _lines(log)
+    assert 20 <= killed_at < uninterrupted.evaluations
+    state = json.loads((tmp_path / STATE_FILE).read_text())  # never half-written
+    assert len(state["records"]) <= killed_at
+
+    resumed = search(
+        small_model(),
+        None,
+        small_config(generations=GENERATIONS),
+        tmp_path,
+        data=small_data(),
+        progress=False,
+        resume=True,
+    )
+    assert resumed.genome == uninterrupted.genome
+    assert resumed.fitness == pytest.approx(uninterrupted.fitness, abs=1e-6)
+    assert resumed.evaluations == uninterrupted.evaluations
+    assert [h["best"] for h in resumed.history] == pytest.approx([h["best"] for h in uninterrupted.history])
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["order"] for r in rows] == list(
+        range(uninterrupted.evaluations)
+    )  # nothing redone, nothing lost
+
+
+def _torchrun(args, tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", str(WORKER), str(tmp_path), *args]
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_two_ranks_match_one_and_refuse_to_disagree(tmp_path, uninterrupted):
+    done = _torchrun(["--generations", str(GENERATIONS), "--check-disagreement"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        assert (
+            f"disagreement error on rank {rank}: the ranks disagree on the search configuration"
+            in done.stderr
+        )
+    assert not (tmp_path / "disagree" / STATE_FILE).exists()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["genome"] == uninterrupted.genome.key
+    assert result["fitness"] == pytest.approx(uninterrupted.fitness, abs=1e-6)
+    assert result["evaluations"] == uninterrupted.evaluations
+    assert result["forward_tokens"] == uninterrupted.forward_tokens

@@ -1,0 +1,163 @@
+"""End-to-end searches on a random tiny model: outputs, exact racing, batching, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from search_helpers import small_config, small_data, small_model
+
+from longrope.errors import LongRopeError
+from longrope.rope import LongRopeSpec, load_spec
+from longrope.search import search, search_short
+from longrope.search.state import STATE_FILE
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def baseline(model, tmp_path_factory):
+    """An uninterrupted search without racing: the reference trajectory."""
+    out = tmp_path_factory.mktemp("plain")
+    return search(model, None, small_config(racing=False, batch=1), out, data=small_data(), progress=False)
+
+
+def test_outputs(baseline):
+    r = baseline
+    spec = load_spec(r.spec_path)
+    assert isinstance(spec, LongRopeSpec) and spec == r.spec and spec.factor == 4
+    assert r.plot_path.stat().st_size > 1000
+    lines = [json.loads(line) for line in r.log_path.read_text().splitlines()]
+    assert len(lines) == r.evaluations == len({json.dumps(x["genome"]) for x in lines})  # no duplicates
+    assert {x["seed"] for x in lines} >= {"pi", "ntk", "yarn"}
+    assert r.fitness == min(x["fitness"] for x in lines)
+    assert r.fitness <= min(r.seeds.values())
+    assert [h["generation"] for h in r.history] == list(range(5))
+    assert all(a["best"] >= b["best"] for a, b in zip(r.history, r.history[1:]))
+    assert r.evaluations == 12 + 4 * 8
+
+
+def test_exact_racing_and_batching_keep_the_trajectory(model, baseline, tmp_path):
+    """Racing with bound 0 is exact: same best, fewer forward tokens, whatever the batch size."""
+    r = search(
+        model,
+        None,
+        small_config(racing=True, racing_z=None, batch=4),
+        tmp_path,
+        data=small_data(),
+        progress=False,
+    )
+    assert r.genome == baseline.genome and r.fitness == pytest.approx(baseline.fitness, abs=1e-6)
+    assert r.forward_tokens <= baseline.forward_tokens
+    assert [h["best"] for h in r.history] == pytest.approx([h["best"] for h in baseline.history], abs=1e-6)
+
+
+def test_statistical_racing_saves_tokens(model, baseline, tmp_path):
+    r = search(model, None, small_config(), tmp_path, data=small_data(), progress=False)
+    assert r.forward_tokens < baseline.forward_tokens
+    assert r.fitness <= baseline.fitness + 0.02
+
+
+def test_resume_finished_and_extend(model, baseline, tmp_path):
+    config = small_config(racing=False, batch=1, generations=2)
+    first = search(model, None, config, tmp_path, data=small_data(), progress=False)
+    again = search(model, None, config, tmp_path, data=small_data(), progress=False, resume=True)
+    assert again.genome == first.genome and again.evaluations == first.evaluations
+    longer = search(
+        model,
+        None,
+        small_config(racing=False, batch=1),
+        tmp_path,
+        data=small_data(),
+        progress=False,
+        resume=True,
+    )  # more generations: continues to the same end as an uninterrupted run
+    assert longer.genome == baseline.genome and longer.evaluations == baseline.evaluations
+
+
+def test_state_file_protection(model, tmp_path):
+    config = small_config(generations=0, population=4, parents=2)
+    search(model, None, config, tmp_path, data=small_data(), progress=False)
+    state = tmp_path / STATE_FILE
+    before = state.read_bytes()
+    with pytest.raises(LongRopeError, match="exists"):
+        search(model, None, config, tmp_path, data=small_data(), progress=False)
+    with pytest.raises(LongRopeError, match="different search"):
+        search(
+            model,
+            None,
+            small_config(generations=0, population=4, parents=2, seed=1),
+            tmp_path,
+            data=small_data(),
+            progress=False,
+            resume=True,
+        )
+    with pytest.raises(LongRopeError, match="different search"):
+        search(model, None, config, tmp_path, data=small_data(seed=5), progress=False, resume=True)
+    assert state.read_bytes() == before
+    state.write_text("{ truncated")
+    with pytest.raises(LongRopeError, match="corrupt"):
+        search(model, None, config, tmp_path, data=small_data(), progress=False, resume=True)
+    assert state.read_text() == "{ truncated"
+    state.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(LongRopeError, match="not a longrope search state"):
+        search(model, None, config, tmp_path, data=small_data(), progress=False, resume=True)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(population=0), "budget is zero"),
+        (dict(max_evaluations=0), "budget is zero"),
+        (dict(docs=0), "budget is zero"),
+        (dict(factor=1.0), "above the model's original window"),
+        (dict(factor=None, target_length=16), "above the model's original window"),
+        (dict(split="test"), "test split"),
+        (dict(parents=20), "cannot exceed"),
+    ],
+)
+def test_bad_input(model, tmp_path, overrides, message):
+    with pytest.raises(LongRopeError, match=message):
+        search(model, None, small_config(**overrides), tmp_path, data=small_data(), progress=False)
+    assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_wrong_length_factor_file(model, tmp_path):
+    bad = tmp_path / "factors.json"
+    bad.write_text(json.dumps([1.0, 2.0, 3.0]))
+    with pytest.raises(LongRopeError, match="3 factors but the model has 8"):
+        search(
+            model,
+            None,
+            small_config(factor_file=str(bad)),
+            tmp_path / "out",
+            data=small_data(),
+            progress=False,
+        )
+
+
+def test_options_attention_nhat_longrope2_budget(model, tmp_path):
+    config = small_config(
+        search_attention=True, search_n_hat=True, longrope2=True, critical_pair=3, max_evaluations=20
+    )
+    r = search(model, None, config, tmp_path, data=small_data(), progress=False)
+    assert r.evaluations == 20
+    assert r.spec.attention_factor is not None and 1.0 <= r.spec.attention_factor <= 1.6
+    assert all(4.0 <= v <= 8.0 for v in r.spec.long_factor[3:])
+    assert r.spec.long_factor[0] == 1.0
+
+
+def test_search_short(model, baseline, tmp_path):
+    data = small_data(length=16)
+    r = search_short(
+        model, None, baseline.spec, small_config(generations=1), tmp_path, data=data, progress=False
+    )
+    assert r.spec.long_factor == baseline.spec.long_factor and len(r.spec.short_factor) == 8
+    assert r.fitness <= r.seeds["none"]
+    with pytest.raises(LongRopeError, match="original window"):
+        search_short(
+            model, None, baseline.spec, small_config(), tmp_path / "x", data=small_data(), progress=False
+        )
