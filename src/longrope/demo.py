@@ -41,6 +41,10 @@ class DemoSettings:
     dtype: str = "bf16"
 
 
+def _percent(accuracy: float | None) -> str:
+    return "n/a" if accuracy is None else f"{100 * accuracy:.0f}%"
+
+
 @dataclass
 class DemoResult:
     out_dir: Path
@@ -57,9 +61,21 @@ class DemoResult:
         rows = [head, rule]
         for name in self.ppl:
             cells = [f"{self.ppl[name][n]:.2f}" for n in self.lengths]
-            cells += [f"{100 * self.passkey.get(name, {}).get(n, float('nan')):.0f}%" for n in self.lengths]
+            cells += [_percent(self.passkey.get(name, {}).get(n)) for n in self.lengths]
             rows.append(f"| {name} | " + " | ".join(cells) + " |")
         return "\n".join(rows)
+
+
+def _passkey_fits(tokenizer, length: int, template: str) -> bool:
+    """Whether a passkey prompt (instruction, key line, question) fits in ``length`` tokens."""
+    from longrope.errors import LongRopeError
+    from longrope.eval.passkey import build_passkey_prompt
+
+    try:
+        build_passkey_prompt(tokenizer, length, 12345, 0.5, template)
+    except LongRopeError:
+        return False
+    return True
 
 
 def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | None = None,
@@ -81,7 +97,7 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     console.print(f"[bold]1/4[/] model: {settings.model} (built on first use)")
     model, tokenizer = load_model(settings.model, dtype=settings.dtype)
     window = model_geometry(model).original_window
-    lengths = [window * k for k in (1, 2, 4, settings.factor)]
+    lengths = sorted({window * k for k in (1, 2, 4, settings.factor)})
     seconds["model"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -112,9 +128,11 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     seconds["perplexity"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    console.print(f"[bold]4/4[/] passkey retrieval, {settings.passkey_trials} trials per length")
-    passkey = evaluate_passkey(model, tokenizer, specs, lengths, trials=settings.passkey_trials, seed=settings.seed,
-                               template="code" if settings.model == "tiny" else "natural", progress=progress)
+    template = "code" if settings.model == "tiny" or "tiny" in Path(settings.model).name else "natural"
+    passkey_lengths = [n for n in lengths if _passkey_fits(tokenizer, n, template)]
+    console.print(f"[bold]4/4[/] passkey retrieval at {passkey_lengths}, {settings.passkey_trials} trials per length")
+    passkey = evaluate_passkey(model, tokenizer, specs, passkey_lengths, trials=settings.passkey_trials,
+                               seed=settings.seed, template=template, progress=progress)
     write_retrieval_report(passkey, out / "passkey", settings={"model": settings.model}, seed=settings.seed)
     seconds["passkey"] = time.perf_counter() - start
 
@@ -153,7 +171,7 @@ def demo_command(
     best = {n: min(v[n] for v in result.ppl.values()) for n in result.lengths}
     for name, row in result.ppl.items():
         cells = [f"[bold green]{row[n]:.2f}[/]" if row[n] == best[n] else f"{row[n]:.2f}" for n in result.lengths]
-        cells += [f"{100 * result.passkey[name][n]:.0f}%" for n in result.lengths]
+        cells += [_percent(result.passkey.get(name, {}).get(n)) for n in result.lengths]
         table.add_row(name, *cells)
     console = Console()
     console.print(table)
