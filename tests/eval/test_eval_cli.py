@@ -29,7 +29,8 @@ def test_build_spec(tmp_path):
     assert build_spec("yarn", 4.0, 256)[1].factor == 4.0
     assert build_spec("none", 4.0, 256)[0] == "none"
     name, spec = build_spec("string", 4.0, 256)
-    assert name == "string" and spec.local_window < spec.shift
+    shift, local = spec.resolved(256)
+    assert name == "string" and (shift, local) == (84, 42)
     path = tmp_path / "searched.json"
     path.write_text(json.dumps({"method": "pi", "factor": 3.0}))
     assert build_spec(str(path), 4.0, 256) == ("searched", build_spec("pi", 3.0, 256)[1])

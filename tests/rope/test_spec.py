@@ -143,8 +143,9 @@ def test_inexpressible_rope_parameters_refused():
 def test_string_defaults_follow_extended_window():
     assert StringSpec().resolved(4096) == (int(0.33 * 4096), 128)
     assert StringSpec(base=LinearSpec(factor=4.0)).resolved(1024) == (int(0.33 * 4096), 128)
+    assert StringSpec().resolved(256) == (84, 42)  # W = min(128, S // 2) keeps short windows valid
     with pytest.raises(LongRopeError, match="must be smaller than the shift"):
-        StringSpec().resolved(256)  # S = 84 < W = 128
+        StringSpec(local_window=128).resolved(256)
 
 
 def test_string_position_map():

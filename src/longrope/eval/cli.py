@@ -72,8 +72,7 @@ def build_spec(method: str, factor: float, window: int) -> tuple[str, RopeSpec]:
     cls = method_class(method)
     fields = {f.name for f in dataclasses.fields(cls)}
     if cls is StringSpec:
-        shift = max(2, int(0.33 * window))
-        return cls.method, StringSpec(shift=shift, local_window=min(128, shift // 2))
+        return cls.method, StringSpec()  # S = 0.33 L, W = min(128, S/2): the spec's defaults
     if "factor" in fields and cls.method != "longrope":
         return cls.method, make_spec(cls.method, factor=factor)
     if cls.method == "longrope":

@@ -205,7 +205,7 @@ class LongRopeSpec(RopeSpec):
 class StringSpec(RopeSpec):
     """STRING: relative distance r >= shift is attended as r - shift + local_window (HKUNLP/STRING).
 
-    shift (S) defaults to int(0.33 * window) and local_window (W) to 128, where window is the extended window
+    shift (S) defaults to int(0.33 * window) and local_window (W) to min(128, S // 2), where window is the extended window
     of ``base`` (L * its factor) or L. ``base`` is the scaling STRING sits on (none by default).
     attention_factor: the reference code's 0.1*ln(2)+1 when True-ish; None for 1.
     """
@@ -239,7 +239,8 @@ class StringSpec(RopeSpec):
         factor = getattr(self.base, "factor", 1.0) or 1.0
         extended = int(round(window * factor))
         shift = self.shift if self.shift is not None else int(0.33 * extended)
-        local = self.local_window if self.local_window is not None else 128
+        # W = 128 as the paper, but at most S/2 so that short windows (e.g. 256 tokens) still get a valid map.
+        local = self.local_window if self.local_window is not None else min(128, shift // 2)
         if shift <= 0:
             raise LongRopeError(f"string: shift S must be > 0, got {shift} (window {extended})")
         if local >= shift:
