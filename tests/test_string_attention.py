@@ -311,9 +311,9 @@ def test_core_handles_additive_masks_like_boolean_ones():
 def test_window_not_below_shift_is_rejected():
     with pytest.raises(LongRopeError, match="smaller than the shift"):
         StringSpec(shift=16, local_window=16)
-    model = tiny_model("llama", window=64)  # default S = int(0.33 * 64) = 21 < default W = 128
+    model = tiny_model("llama", window=64)  # default S = int(0.33 * 64) = 21 < W = 128
     with pytest.raises(LongRopeError, match="smaller than the shift"):
-        apply(model, StringSpec())
+        apply(model, StringSpec(local_window=128))
     assert model.config._attn_implementation == "eager"
 
 
