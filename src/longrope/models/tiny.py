@@ -73,6 +73,10 @@ class TinyConfig:
     eval_windows: int = 400  # in-window validation: random windows of `window` tokens
     eval_long_docs: int = 24  # validation documents scored at window * each of eval_scales
     eval_scales: tuple[int, ...] = field(default=(2, 4, 8))
+    # Share of training windows that hide a `PASS_KEY = 12345` line in code and end by asking for it, meant to
+    # teach in-window retrieval. Measured with the default budget: no retrieval learned (0/10 passkeys inside
+    # the window), but validation ppl 55.9 vs 61.1 without it, so it stays; a longer budget may teach copying.
+    retrieval_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         if self.head_dim % 2 or self.num_heads % self.num_kv_heads:
@@ -104,6 +108,7 @@ class TinyConfig:
             max_train_chars=1_500_000,
             eval_windows=64,
             eval_long_docs=4,
+            retrieval_fraction=0.0,
         )
 
     def to_json(self) -> dict:
@@ -183,6 +188,39 @@ def _random_windows(stream: torch.Tensor, count: int, length: int, bos: int, gen
     starts = torch.randint(0, stream.numel() - length, (count,), generator=generator)
     body = stream[starts[:, None] + torch.arange(length - 1)]
     return torch.cat([torch.full((count, 1), bos, dtype=torch.long), body], dim=1)  # [count, length]
+
+
+_NEUTRAL_COMMENTS = (
+    "# nothing to see here\n", "# keep going\n", "# more text follows\n", "# this line is filler\n",
+    "# the weather is fine today\n", "# read the rest of the file\n",
+)
+
+
+def _retrieval_windows(stream: torch.Tensor, count: int, length: int, tokenizer,
+                       generator: torch.Generator) -> torch.Tensor:
+    """``count`` windows hiding ``PASS_KEY = k`` at a random depth in code (or comment) filler, ending with
+    ``assert PASS_KEY == k``: BOS, filler, key line, filler, question, answer -- exactly ``length`` tokens."""
+    rows = []
+    for _ in range(count):
+        key = int(torch.randint(10000, 100000, (1,), generator=generator))
+        key_ids = tokenizer.encode(f"PASS_KEY = {key}  # the pass key is {key}\n", add_special_tokens=False)
+        tail_ids = tokenizer.encode(f"\nassert PASS_KEY == {key}\n", add_special_tokens=False)
+        room = length - 1 - len(key_ids) - len(tail_ids)
+        if bool(torch.rand(1, generator=generator) < 0.5):
+            start = int(torch.randint(0, stream.numel() - room, (1,), generator=generator))
+            filler = stream[start : start + room].tolist()
+        else:
+            picks = torch.randint(0, len(_NEUTRAL_COMMENTS), (room,), generator=generator).tolist()
+            filler = []
+            for i in picks:
+                filler += tokenizer.encode(_NEUTRAL_COMMENTS[i], add_special_tokens=False)
+                if len(filler) >= room:
+                    break
+            filler = filler[:room]
+        depth = int(torch.randint(0, room + 1, (1,), generator=generator))
+        ids = [tokenizer.bos_token_id] + filler[:depth] + key_ids + filler[depth:] + tail_ids
+        rows.append(torch.tensor(ids[:length], dtype=torch.long))
+    return torch.stack(rows)
 
 
 def evaluate_tiny(model, tokenizer, config: TinyConfig, unigram_counts: np.ndarray) -> dict:
@@ -328,6 +366,9 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
             batch = _random_windows(
                 stream, config.batch_size, config.window, tokenizer.bos_token_id, generator
             )
+            n_retrieval = round(config.batch_size * config.retrieval_fraction)
+            if n_retrieval:
+                batch[:n_retrieval] = _retrieval_windows(stream, n_retrieval, config.window, tokenizer, generator)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             loss.backward()
