@@ -1,0 +1,76 @@
+"""``longrope finetune`` and ``longrope extend``: thin layers over `longrope.train.finetune` / `extend`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def finetune_command(
+    model: str = typer.Option("tiny", "--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id."),
+    spec: Path = typer.Option(..., "--spec", help="Scaling spec JSON (e.g. best_spec.json of a search)."),
+    length: int = typer.Option(..., "--length", help="Tokens per training sequence (the extended length)."),
+    steps: int = typer.Option(..., "--steps", help="Optimizer steps."),
+    schedule: str = typer.Option("linear", "--schedule", help="linear (2e-5, linear decay) or constant (1e-6)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's preset)."),
+    warmup: int = typer.Option(0, "--warmup", help="Linear warm-up steps."),
+    batch: int = typer.Option(1, "--batch", help="Sequences per micro-batch (per process)."),
+    accum: int = typer.Option(1, "--accum", help="Micro-batches per optimizer step (gradient accumulation)."),
+    mixed: bool = typer.Option(False, "--mixed", help="LongRoPE2 mixed context window training: alternate short "
+                               "documents with the original RoPE and long ones with the scaled RoPE."),
+    corpus: str = typer.Option("stdlib", "--corpus", help="Training documents (train split): stdlib, a path, hf:NAME."),
+    save_every: int = typer.Option(0, "--save-every", help="Checkpoint every N steps (0: only the final model)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    out: Path = typer.Option(Path("finetune-out"), "--out", help="Output directory."),
+    dtype: str = typer.Option("float32", "--dtype", help="Master weights dtype (float32 recommended; bf16 autocast "
+                              "runs the matmuls)."),
+    precision: str = typer.Option("auto", "--precision", help="Mixed precision: auto, bf16, fp16 or no."),
+    checkpointing: bool = typer.Option(True, "--checkpointing/--no-checkpointing", help="Gradient checkpointing."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data order and initial RNG state."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
+) -> None:
+    """Fine-tune a model at an extended length with a fixed RoPE scaling spec (LongRoPE, PI, YaRN, ...).
+
+    Packs train-split documents that reach --length tokens into sequences of exactly --length tokens; chunked
+    loss, gradient checkpointing, bf16 autocast, AdamW. Writes --out/model (an HF directory whose config keeps
+    the original RoPE, with longrope_spec.json beside it: load it with longrope.train.load_finetuned),
+    --out/checkpoints and --out/train_log.jsonl. On several GPUs: accelerate launch -m longrope finetune ...
+    """
+    from longrope.models.loading import load_model
+    from longrope.rope import load_spec
+    from longrope.train.config import FinetuneConfig
+    from longrope.train.finetuning import finetune
+
+    config = FinetuneConfig(length=length, steps=steps, schedule=schedule, lr=lr, warmup_steps=warmup,
+                            batch_size=batch, accum=accum, mixed=mixed, corpus=corpus, save_every=save_every,
+                            mixed_precision=precision, gradient_checkpointing=checkpointing, seed=seed)
+    scaling = load_spec(spec)
+    loaded, tokenizer = load_model(model, dtype=dtype)
+    path = finetune(loaded, tokenizer, scaling, config, out, resume=resume, progress=progress)
+    console.print(f"fine-tuned model: {path}")
+
+
+def extend_command(
+    plan: Path | None = typer.Argument(None, help="TOML plan (default: the shipped plan for the tiny model)."),
+    out: Path = typer.Option(Path("extend-out"), "--out", help="Output directory (one sub-directory per stage)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip finished stages, resume the current one."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
+) -> None:
+    """Progressive extension from a plan: search -> fine-tune -> search again -> short factors -> export.
+
+    Each stage writes --out/NN-kind/ and a DONE marker; re-running the same command after an interruption
+    skips finished stages and resumes the one that was running.
+    """
+    from longrope.train.progressive import extend
+
+    final = extend(plan, out, resume=resume, progress=progress)
+    console.print(f"final spec: {final}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune_command)
+    app.command("extend")(extend_command)

@@ -1,0 +1,95 @@
+"""The comparison of the LongRoPE paper's progressive recipe against PI fine-tuned with the same budget.
+
+Rows (all on the TEST split; perplexity at each length, passkey accuracy at each length):
+
+- (a) LongRoPE searched at s1, no fine-tuning (base model + stage-1 spec);
+- (b) after fine-tuning at s1 (fine-tuned model + stage-1 spec);
+- (c) after the second search to s2 (fine-tuned model + the second search's spec);
+- (d) with the short factors (fine-tuned model + the short-factor search's spec);
+- PI s1 on the base model; PI s1 fine-tuned (``pi_dir``, same budget as stage 2); PI s2 on that fine-tune;
+- the base model with its own RoPE.
+
+    from longrope.train.compare import compare_extension
+    table = compare_extension("extend-tiny", "pi-ft")        # writes extend-tiny/comparison.{json,md}
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from longrope.errors import LongRopeError
+from longrope.rope import LinearSpec, RopeSpec, load_spec
+from longrope.train.finetuning import finetuned_dir
+from longrope.train.plan import load_plan
+
+
+def _stage_dirs(extend_dir: Path, kind: str) -> list[Path]:
+    suffix = {"search": "-search", "finetune": "-finetune", "search_short": "-search-short"}[kind]
+    return sorted(p for p in extend_dir.iterdir() if p.is_dir() and p.name[2:] == suffix and (p / "DONE").is_file())
+
+
+def comparison_rows(extend_dir: str | Path, pi_dir: str | Path | None) -> dict[str, tuple[str, RopeSpec | None]]:
+    """name -> (model to load, spec) for every row of the comparison."""
+    extend_dir = Path(extend_dir)
+    plan = load_plan(extend_dir / "plan.toml")
+    searches, finetunes = _stage_dirs(extend_dir, "search"), _stage_dirs(extend_dir, "finetune")
+    shorts = _stage_dirs(extend_dir, "search_short")
+    if len(searches) < 2 or not finetunes or not shorts:
+        raise LongRopeError(f"{extend_dir} needs two finished searches, a fine-tune and a short search")
+    first, second = load_spec(searches[0] / "best_spec.json"), load_spec(searches[-1] / "best_spec.json")
+    tuned = str(finetunes[0] / "model")
+    s1, s2 = float(first.factor), float(second.factor)
+    rows: dict[str, tuple[str, RopeSpec | None]] = {
+        f"(a) LongRoPE search {s1:g}x, no fine-tuning": (plan.model, first),
+        f"(b) LongRoPE {s1:g}x + fine-tune": (tuned, first),
+        f"(c) + second search {s2:g}x": (tuned, second),
+        "(d) + short factors": (tuned, load_spec(shorts[-1] / "best_spec.json")),
+        f"PI {s1:g}x, no fine-tuning": (plan.model, LinearSpec(factor=s1)),
+    }
+    if pi_dir is not None:
+        pi_model = str(finetuned_dir(pi_dir))
+        rows[f"PI {s1:g}x + fine-tune"] = (pi_model, LinearSpec(factor=s1))
+        rows[f"PI fine-tune, then PI {s2:g}x"] = (pi_model, LinearSpec(factor=s2))
+    rows["base model, own RoPE"] = (plan.model, None)
+    return rows
+
+
+def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, lengths: list[int] | None = None,
+                      docs: int = 8, trials: int = 10, progress: bool = True) -> dict[str, Any]:
+    """Perplexity and passkey accuracy of every row; writes ``comparison.json`` and ``comparison.md``."""
+    from longrope.eval.passkey import evaluate_passkey
+    from longrope.eval.perplexity import evaluate_ppl
+    from longrope.eval.report import markdown_table
+    from longrope.models.loading import load_model
+    from longrope.patch import model_geometry
+
+    extend_dir = Path(extend_dir)
+    rows = comparison_rows(extend_dir, pi_dir)
+    results: dict[str, Any] = {}
+    corpus = load_plan(extend_dir / "plan.toml").corpus
+    for name, (model_name, spec) in rows.items():
+        model, tokenizer = load_model(model_name, dtype="bf16")
+        window = model_geometry(model).original_window
+        lengths = lengths or [window, 4 * window, 8 * window, 16 * window]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "beyond the length this scaling was built for" is the point here
+            ppl = evaluate_ppl(model, tokenizer, {name: spec}, corpus, lengths, n_docs=docs, split="test",
+                               progress=progress).ppl()[name]
+        passkey = {}
+        for length in lengths:
+            try:
+                table = evaluate_passkey(model, tokenizer, {name: spec}, [length], trials=trials, progress=progress)
+                passkey[str(length)] = table.accuracy()[name][length]
+            except LongRopeError:  # the prompt does not fit in this length
+                passkey[str(length)] = None
+        results[name] = {"ppl": {str(n): v for n, v in ppl.items()}, "passkey": passkey}
+    headers = ["row"] + [f"ppl {n}" for n in lengths] + [f"passkey {n}" for n in lengths]
+    table_rows = [[name] + [r["ppl"][str(n)] for n in lengths]
+                  + ["-" if r["passkey"][str(n)] is None else f"{100 * r['passkey'][str(n)]:.0f}%" for n in lengths]
+                  for name, r in results.items()]
+    (extend_dir / "comparison.json").write_text(json.dumps({"lengths": lengths, "rows": results}, indent=2) + "\n")
+    (extend_dir / "comparison.md").write_text(markdown_table(headers, table_rows) + "\n")
+    return results

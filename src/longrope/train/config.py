@@ -1,0 +1,131 @@
+"""What a fine-tuning run does: one validated dataclass, and the learning-rate schedules of the papers.
+
+Schedules (LongRoPE paper, section 4.1):
+
+- ``linear``: AdamW, learning rate 2e-5 decaying linearly to 0 over the run (their LLaMA2 recipe);
+- ``constant``: a constant 1e-6 (their Mistral recipe);
+
+``lr`` overrides the preset's peak value (small models want far larger rates than 7B ones); ``warmup_steps``
+adds a linear warm-up to either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from longrope.errors import LongRopeError
+
+SCHEDULES = {"linear": 2e-5, "constant": 1e-6}
+MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tuning run at an extended length.
+
+    length: tokens per training sequence (the extended window L' to train at).
+    steps: optimizer steps (each ``batch_size * accum`` sequences per process).
+    schedule / lr / warmup_steps: see the module docstring; ``lr=None`` takes the schedule's preset.
+    batch_size: sequences per micro-batch; accum: micro-batches per optimizer step.
+    mixed: LongRoPE2 mixed context window training — micro-batches alternate between long packed sequences
+        with the scaled RoPE and short sequences (``short_length`` tokens, default the original window) packed
+        from short documents with the model's original RoPE.
+    corpus: training documents (``longrope.data.corpus.get_corpus``), train split.
+    save_every: write a resumable checkpoint every N optimizer steps (0: only at the end).
+    keep_checkpoints: how many recent checkpoints to keep on disk.
+    gradient_checkpointing: recompute activations in backward (memory for compute; needed at long lengths).
+    mixed_precision: ``auto`` = bf16 where the device supports it (CPU and recent GPUs), else fp32.
+    loss_chunk: positions per output-head chunk of the loss (no [tokens x vocab] logits tensor).
+    """
+
+    length: int
+    steps: int
+    schedule: str = "linear"
+    lr: float | None = None
+    warmup_steps: int = 0
+    batch_size: int = 1
+    accum: int = 1
+    mixed: bool = False
+    short_length: int | None = None
+    corpus: str = "stdlib"
+    seed: int = 0
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = True
+    mixed_precision: str = "auto"
+    loss_chunk: int = 1024
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise LongRopeError(f"fine-tune: {name} must be an integer >= {minimum}, got {value!r}")
+
+        positive_int("length", self.length, 2)
+        positive_int("steps", self.steps)
+        positive_int("batch_size", self.batch_size)
+        positive_int("accum", self.accum)
+        positive_int("warmup_steps", self.warmup_steps, 0)
+        positive_int("save_every", self.save_every, 0)
+        positive_int("keep_checkpoints", self.keep_checkpoints)
+        positive_int("loss_chunk", self.loss_chunk)
+        positive_int("log_every", self.log_every)
+        if self.short_length is not None:
+            positive_int("short_length", self.short_length, 2)
+        if self.schedule not in SCHEDULES:
+            raise LongRopeError(
+                f"fine-tune: unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)} "
+                "(and set lr for a custom peak rate)"
+            )
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise LongRopeError(f"fine-tune: lr must be a positive number, got {self.lr!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise LongRopeError(
+                f"fine-tune: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"
+            )
+        if self.warmup_steps >= self.steps and self.warmup_steps:
+            raise LongRopeError(
+                f"fine-tune: warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})"
+            )
+
+    @property
+    def peak_lr(self) -> float:
+        return float(self.lr) if self.lr is not None else SCHEDULES[self.schedule]
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of ``peak_lr`` for optimizer step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        remaining = self.steps - self.warmup_steps
+        return max(0.0, 1.0 - (step - self.warmup_steps) / remaining)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - valid
+        if unknown:
+            raise LongRopeError(
+                f"fine-tune: unknown setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}"
+            )
+        missing = [name for name in ("length", "steps") if name not in data]
+        if missing:
+            raise LongRopeError(f"fine-tune: missing setting(s) {', '.join(missing)}")
+        return cls(**data)
+
+    def fingerprint(self) -> str:
+        """What must match for a checkpoint to be resumed (everything but bookkeeping knobs)."""
+        data = self.to_dict()
+        for name in ("save_every", "keep_checkpoints", "log_every"):
+            data.pop(name)
+        return json.dumps(data, sort_keys=True)

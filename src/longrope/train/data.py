@@ -1,0 +1,99 @@
+"""Training sequences: documents packed end to end and cut into sequences of exactly ``length`` tokens.
+
+Each document becomes ``BOS tokens EOS``; documents follow each other in a seeded random order (a new order
+each epoch) and the stream is cut every ``length`` tokens. Sequence ``k`` is a pure function of (corpus,
+tokenizer, pool, length, seed, k), so resuming a run only needs the number of sequences already consumed, and
+each process of a distributed run takes its own indices.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+
+from longrope.data.corpus import Corpus
+from longrope.data.samples import document_lengths, encode_documents
+from longrope.errors import LongRopeError
+
+
+class PackedSequences:
+    """Sequences of ``length`` tokens packed from the documents whose token count is in [min_tokens, max_tokens].
+
+    ``sequence(k)`` returns the k-th sequence (1-D long tensor); ``batch(indices)`` stacks several. Documents
+    are tokenised lazily, only as far as the stream has been read.
+    """
+
+    def __init__(self, corpus: Corpus, tokenizer, length: int, seed: int = 0, min_tokens: int = 1,
+                 max_tokens: int | None = None, what: str = "training"):
+        self.corpus = corpus
+        self.tokenizer = tokenizer
+        self.length = int(length)
+        self.seed = seed
+        lengths = document_lengths(corpus, tokenizer, add_bos=True)
+        eos = 1 if tokenizer.eos_token_id is not None else 0
+        pool = {doc_id: n + eos for doc_id, n in lengths.items()
+                if n >= min_tokens and (max_tokens is None or n <= max_tokens)}
+        if not pool:
+            longest = max(lengths.values(), default=0)
+            bounds = f"at least {min_tokens}" if max_tokens is None else f"between {min_tokens} and {max_tokens}"
+            raise LongRopeError(
+                f"{what}: no document of {corpus!r} has {bounds} tokens (the longest has {longest}); "
+                "use a shorter length or a corpus with longer documents"
+            )
+        self.doc_ids = sorted(pool)
+        self.doc_tokens = pool
+        self.total_tokens = sum(pool.values())
+        self.longest = max(pool.values())
+        self._order: list[str] = []  # documents in stream order, epochs appended as needed
+        self._epochs = 0
+        self._stream = torch.empty(0, dtype=torch.long)
+        self._offset = 0  # absolute token index of _stream[0] (tokens before it were dropped)
+        self._stream_docs = 0  # how many of _order have been tokenised into the stream
+
+    def _extend_order(self) -> None:
+        order = list(self.doc_ids)
+        random.Random(f"{self.seed}:{self._epochs}").shuffle(order)
+        self._order.extend(order)
+        self._epochs += 1
+
+    def _ensure(self, stop: int) -> None:
+        """Tokenise documents until the stream reaches absolute token ``stop``."""
+        position = self._offset + self._stream.numel()
+        if position >= stop:
+            return
+        needed, index = [], self._stream_docs
+        while position < stop:
+            while index >= len(self._order):
+                self._extend_order()
+            needed.append(self._order[index])
+            position += self.doc_tokens[self._order[index]]
+            index += 1
+        wanted = set(needed)
+        eos = self.tokenizer.eos_token_id
+        encoded = {
+            doc_id: ids + ([eos] if eos is not None else [])
+            for doc_id, ids in encode_documents((d for d in self.corpus.documents() if d.id in wanted),
+                                                self.tokenizer, add_bos=True)
+        }
+        pieces = [self._stream] + [torch.tensor(encoded[doc_id], dtype=torch.long) for doc_id in needed]
+        self._stream = torch.cat(pieces)
+        self._stream_docs = index
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """[len(indices), length] long tensor of sequences ``indices``.
+
+        Indices must not decrease from call to call: tokens before the smallest index asked are dropped, so
+        memory stays bounded over a long run.
+        """
+        first = min(indices)
+        if first * self.length < self._offset:
+            raise IndexError(f"sequence {first} was already dropped from the stream")
+        self._ensure((max(indices) + 1) * self.length)
+        drop = first * self.length - self._offset
+        if drop > 0:
+            self._stream = self._stream[drop:].clone()
+            self._offset += drop
+        rows = [self._stream[k * self.length - self._offset:(k + 1) * self.length - self._offset] for k in indices]
+        return torch.stack(rows)

@@ -1,0 +1,289 @@
+"""The progressive recipe as a TOML plan: which model, which corpus, and an ordered list of stages.
+
+A plan file::
+
+    [model]
+    name = "tiny"                  # anything longrope.models.loading.load_model accepts
+    dtype = "float32"              # weights dtype while fine-tuning (searches run in bf16 autocast)
+
+    [data]
+    corpus = "stdlib"              # longrope.data.corpus.get_corpus
+
+    [[stages]]
+    kind = "search"                # LongRoPE evolutionary search of long factors
+    factor = 4                     # s: target length = factor x original window (or give `length`)
+    # any other key is a SearchConfig field (population, generations, samples, ...)
+
+    [[stages]]
+    kind = "finetune"              # fine-tune with the latest searched spec
+    length = 1024                  # required
+    steps = 150                    # required; other keys: FinetuneConfig fields (lr, schedule, mixed, ...)
+
+    [[stages]]
+    kind = "search"                # second search, on the fine-tuned model; factor must grow
+    factor = 16
+
+    [[stages]]
+    kind = "search_short"          # short factors for sequences within the original window (at that window)
+
+    [[stages]]
+    kind = "export"                # HF directory with rope_parameters of type longrope (+ keys for export_hf)
+
+`load_plan` parses and validates the structure (fields, kinds, order) without loading any model; every
+mistake is a `LongRopeError` that names the offending field, e.g. ``stages[2].factor``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from longrope.errors import LongRopeError
+from longrope.train.config import FinetuneConfig
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
+
+KINDS = ("search", "finetune", "search_short", "export", "evaluate")
+STAGE_DIR_NAMES = {"search": "search", "finetune": "finetune", "search_short": "search-short",
+                   "export": "export", "evaluate": "evaluate"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a plan: its position, kind and settings (the TOML table minus ``kind``)."""
+
+    index: int
+    kind: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """Its directory name under the output directory, e.g. ``03-search``."""
+        return f"{self.index + 1:02d}-{STAGE_DIR_NAMES[self.kind]}"
+
+    @property
+    def label(self) -> str:
+        return f"stages[{self.index}] ({self.kind})"
+
+    def field_name(self, key: str) -> str:
+        return f"stages[{self.index}].{key}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.settings}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan: the model, dtype, corpus and stages, and where it was read from."""
+
+    model: str
+    stages: tuple[Stage, ...]
+    dtype: str = "float32"
+    corpus: str = "stdlib"
+    seed: int = 0
+    source: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def stage_fingerprint(self, stage: Stage) -> str:
+        """What a finished stage must match to be reused: the model, corpus, and this and all earlier stages."""
+        earlier = [s.to_dict() for s in self.stages[: stage.index + 1]]
+        return json.dumps({"model": self.model, "dtype": self.dtype, "corpus": self.corpus, "seed": self.seed,
+                           "stages": earlier}, sort_keys=True, default=str)
+
+
+def default_plan_path() -> Path:
+    """The shipped plan for the built-in tiny model (``longrope/plans/tiny.toml``)."""
+    return Path(str(resources.files("longrope") / "plans" / "tiny.toml"))
+
+
+def _number(stage: Stage, key: str, positive: bool = True) -> float:
+    value = stage.settings.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise LongRopeError(f"{stage.field_name(key)} must be a number, got {value!r}")
+    if positive and not value > 0:
+        raise LongRopeError(f"{stage.field_name(key)} must be > 0, got {value!r}")
+    return float(value)
+
+
+def _integer(stage: Stage, key: str, minimum: int = 1) -> int:
+    value = stage.settings.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise LongRopeError(f"{stage.field_name(key)} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _require(stage: Stage, key: str, why: str) -> None:
+    if key not in stage.settings:
+        raise LongRopeError(f"{stage.label}: missing field {stage.field_name(key)} ({why})")
+
+
+def search_scale(stage: Stage) -> float | None:
+    """The scale a search stage targets if its plan says it directly (``factor``), else None (``length``)."""
+    return float(stage.settings["factor"]) if "factor" in stage.settings else None
+
+
+def _check_search(stage: Stage) -> None:
+    has_factor, has_length = "factor" in stage.settings, "length" in stage.settings
+    if not has_factor and not has_length:
+        raise LongRopeError(
+            f"{stage.label}: missing field {stage.field_name('factor')} (the extension scale s; or give "
+            f"{stage.field_name('length')} in tokens)"
+        )
+    if has_factor and has_length:
+        raise LongRopeError(f"{stage.label}: give {stage.field_name('factor')} or {stage.field_name('length')}, not both")
+    if has_factor and _number(stage, "factor") <= 1:
+        raise LongRopeError(f"{stage.field_name('factor')} must be > 1 (an extension), got {stage.settings['factor']}")
+    if has_length:
+        _integer(stage, "length", 2)
+
+
+def _check_finetune(stage: Stage) -> None:
+    _require(stage, "length", "tokens per training sequence")
+    _require(stage, "steps", "optimizer steps")
+    settings = {k: v for k, v in stage.settings.items() if k != "spec"}
+    try:
+        FinetuneConfig.from_dict(settings)
+    except LongRopeError as exc:
+        raise LongRopeError(f"{stage.label}: {exc}") from None
+    except TypeError as exc:
+        raise LongRopeError(f"{stage.label}: {exc}") from None
+
+
+def validate(plan: Plan) -> Plan:
+    """Check the order of the stages; raise `LongRopeError` naming the field that makes the plan unworkable.
+
+    Rules: a fine-tune needs a spec (an earlier search, or its own ``spec`` file); each search's scale must
+    exceed the previous search's; ``search_short`` needs an earlier search (its long factors); ``export`` and
+    ``evaluate`` need a spec; only ``evaluate`` may follow ``export``.
+    """
+    if not plan.stages:
+        raise LongRopeError("plan has no stages: add [[stages]] tables (kind = search, finetune, ...)")
+    have_spec = False
+    have_long_search = False
+    last_scale: float | None = None
+    last_scale_field = ""
+    for stage in plan.stages:
+        exported = [s.index for s in plan.stages[: stage.index] if s.kind == "export"]
+        if exported and stage.kind != "evaluate":
+            raise LongRopeError(f"{stage.label}: only evaluate stages can follow the export stage stages[{exported[0]}]")
+        if stage.kind == "search":
+            _check_search(stage)
+            scale = search_scale(stage)
+            if scale is not None and last_scale is not None and scale <= last_scale:
+                raise LongRopeError(
+                    f"{stage.field_name('factor')} = {scale:g} must be larger than {last_scale_field} = "
+                    f"{last_scale:g}: a later search extends further than the one before"
+                )
+            if scale is not None:
+                last_scale, last_scale_field = scale, stage.field_name("factor")
+            have_spec = have_long_search = True
+        elif stage.kind == "finetune":
+            if "spec" in stage.settings:
+                if not isinstance(stage.settings["spec"], str):
+                    raise LongRopeError(f"{stage.field_name('spec')} must be a path to a spec JSON file")
+                have_spec = True
+            elif not have_spec:
+                raise LongRopeError(
+                    f"{stage.label}: no scaling spec to fine-tune with; put a search stage before it or set "
+                    f"{stage.field_name('spec')} to a spec JSON file"
+                )
+            _check_finetune(stage)
+        elif stage.kind == "search_short":
+            if not have_long_search:
+                raise LongRopeError(
+                    f"{stage.label}: a short-factor search needs the long factors of an earlier search stage; "
+                    f"move it after a kind = \"search\" stage"
+                )
+            if "length" in stage.settings or "factor" in stage.settings:
+                key = "length" if "length" in stage.settings else "factor"
+                raise LongRopeError(
+                    f"{stage.field_name(key)}: a short-factor search always runs at the model's original window "
+                    "with the scale of the long factors; remove it"
+                )
+        elif stage.kind in ("export", "evaluate"):
+            if not have_spec:
+                raise LongRopeError(f"{stage.label}: nothing to {stage.kind} yet; it needs an earlier search stage")
+            if stage.kind == "evaluate":
+                lengths = stage.settings.get("lengths")
+                if lengths is not None and not (
+                    isinstance(lengths, list) and lengths and all(isinstance(n, int) and n > 1 for n in lengths)
+                ):
+                    raise LongRopeError(f"{stage.field_name('lengths')} must be a list of token counts")
+    if sum(s.kind == "export" for s in plan.stages) > 1:
+        raise LongRopeError("plan has more than one export stage")
+    return plan
+
+
+def parse_plan(data: dict[str, Any], source: str | None = None) -> Plan:
+    """Build and validate a `Plan` from the parsed TOML tables."""
+    if not isinstance(data, dict):
+        raise LongRopeError("a plan must be a TOML document")
+    unknown = set(data) - {"model", "data", "stages", "seed", "description"}
+    if unknown:
+        raise LongRopeError(
+            f"plan: unknown top-level field(s) {', '.join(sorted(unknown))}; expected model, data, stages, seed"
+        )
+    model = data.get("model")
+    if not isinstance(model, dict):
+        raise LongRopeError("plan: missing table [model] (with name = \"tiny\" or a model path)")
+    if not isinstance(model.get("name"), str) or not model["name"]:
+        raise LongRopeError("plan: missing field model.name (\"tiny\", a model directory, .gguf file or hub id)")
+    unknown = set(model) - {"name", "dtype"}
+    if unknown:
+        raise LongRopeError(f"plan: unknown field(s) model.{', model.'.join(sorted(unknown))}; expected name, dtype")
+    data_table = data.get("data", {})
+    if not isinstance(data_table, dict) or set(data_table) - {"corpus"}:
+        raise LongRopeError("plan: [data] takes one field, corpus")
+    raw_stages = data.get("stages")
+    if raw_stages is None:
+        raise LongRopeError("plan: missing [[stages]] (an ordered list of search / finetune / export stages)")
+    if not isinstance(raw_stages, list):
+        raise LongRopeError("plan: stages must be an array of tables ([[stages]])")
+    stages = []
+    for index, table in enumerate(raw_stages):
+        if not isinstance(table, dict):
+            raise LongRopeError(f"plan: stages[{index}] must be a table")
+        if "kind" not in table:
+            raise LongRopeError(f"plan: missing field stages[{index}].kind (one of {', '.join(KINDS)})")
+        kind = table["kind"]
+        if kind not in KINDS:
+            raise LongRopeError(f"plan: stages[{index}].kind = {kind!r} is not one of {', '.join(KINDS)}")
+        settings = copy.deepcopy({k: v for k, v in table.items() if k != "kind"})
+        stages.append(Stage(index, kind, settings))
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise LongRopeError(f"plan: seed must be an integer, got {seed!r}")
+    plan = Plan(model=model["name"], dtype=model.get("dtype", "float32"), corpus=data_table.get("corpus", "stdlib"),
+                stages=tuple(stages), seed=seed, source=source, raw=data)
+    return validate(plan)
+
+
+def load_plan(path: str | Path | None = None) -> Plan:
+    """Read and validate a TOML plan (default: the shipped tiny plan)."""
+    path = Path(path) if path is not None else default_plan_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise LongRopeError(f"plan file {path} does not exist") from None
+    except OSError as exc:
+        raise LongRopeError(f"cannot read plan file {path}: {exc}") from None
+    if tomllib is None:
+        raise LongRopeError("reading plan files on Python 3.10 needs the 'tomli' package: pip install tomli")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise LongRopeError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return parse_plan(data, source=str(path))
+    except LongRopeError as exc:
+        raise LongRopeError(f"{path}: {exc}") from None

@@ -1,0 +1,214 @@
+"""Plan files: the shipped plan validates; missing fields and unworkable orders are errors naming the field; the
+pipeline skips finished stages and resumes the interrupted one (fake cheap stage functions, no search)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from longrope.errors import LongRopeError
+from longrope.rope import LongRopeSpec, save_spec
+from longrope.train import progressive
+from longrope.train.plan import default_plan_path, load_plan, parse_plan
+
+BASE = {
+    "model": {"name": "tiny"},
+    "stages": [
+        {"kind": "search", "factor": 4},
+        {"kind": "finetune", "length": 1024, "steps": 10},
+        {"kind": "search", "factor": 16},
+        {"kind": "search_short"},
+        {"kind": "export"},
+    ],
+}
+
+
+def plan_with(edit) -> dict:
+    data = copy.deepcopy(BASE)
+    edit(data)
+    return data
+
+
+def test_the_shipped_tiny_plan_is_valid():
+    plan = load_plan()
+    assert plan.source == str(default_plan_path())
+    assert [s.kind for s in plan.stages] == ["search", "finetune", "search", "search_short", "export"]
+    assert [s.name for s in plan.stages][:2] == ["01-search", "02-finetune"]
+    assert plan.stages[2].settings["factor"] > plan.stages[0].settings["factor"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("model"), r"\[model\]"),
+        (lambda d: d["model"].pop("name"), r"model\.name"),
+        (lambda d: d.pop("stages"), r"\[\[stages\]\]"),
+        (lambda d: d["stages"][0].pop("kind"), r"stages\[0\]\.kind"),
+        (lambda d: d["stages"][0].update(kind="train"), r"stages\[0\]\.kind = 'train'"),
+        (lambda d: d["stages"][0].pop("factor"), r"missing field stages\[0\]\.factor"),
+        (lambda d: d["stages"][1].pop("steps"), r"missing field stages\[1\]\.steps"),
+        (lambda d: d["stages"][1].pop("length"), r"missing field stages\[1\]\.length"),
+        (lambda d: d["stages"][1].update(learning_rate=1), r"stages\[1\].*unknown setting.*learning_rate"),
+        (lambda d: d["stages"][2].update(factor=4), r"stages\[2\]\.factor = 4 must be larger than stages\[0\]\.factor"),
+        (lambda d: d["stages"][2].update(factor=2), r"stages\[2\]\.factor"),
+        (lambda d: d["stages"][0].update(factor=1), r"stages\[0\]\.factor must be > 1"),
+        (lambda d: d["stages"].pop(0), r"stages\[0\] \(finetune\): no scaling spec.*stages\[0\]\.spec"),
+        (lambda d: d["stages"].insert(0, d["stages"].pop(3)), r"stages\[0\] \(search_short\).*after a kind"),
+        (lambda d: d["stages"].append({"kind": "search", "factor": 32}), r"stages\[5\].*only evaluate stages can follow the export stage stages\[4\]"),
+        (lambda d: d["stages"][3].update(length=512), r"stages\[3\]\.length.*original window"),
+        (lambda d: d.update(extra=1), r"unknown top-level field.*extra"),
+    ],
+)
+def test_bad_plans_are_errors_that_name_the_field(edit, message):
+    with pytest.raises(LongRopeError, match=message):
+        parse_plan(plan_with(edit))
+
+
+def test_finetune_first_is_fine_with_its_own_spec():
+    plan = parse_plan(plan_with(lambda d: (d["stages"].pop(0), d["stages"][0].update(spec="pi.json"))))
+    assert plan.stages[0].kind == "finetune"
+
+
+def test_plan_file_errors(tmp_path):
+    with pytest.raises(LongRopeError, match="does not exist"):
+        load_plan(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nname = 'tiny'")
+    with pytest.raises(LongRopeError, match="not valid TOML"):
+        load_plan(bad)
+    order = tmp_path / "order.toml"
+    order.write_text('[model]\nname = "tiny"\n\n[[stages]]\nkind = "search"\nfactor = 8\n\n'
+                     '[[stages]]\nkind = "search"\nfactor = 4\n')
+    with pytest.raises(LongRopeError, match=r"order\.toml: stages\[1\]\.factor = 4 must be larger"):
+        load_plan(order)
+
+
+# ------------------------------------------------------------------------------------------ stage skipping
+
+
+class FakeStages:
+    """Cheap stand-ins for the stage functions: each records its call and writes what the real one would."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.fail_at: str | None = None
+
+    def spec_writer(self, kind):
+        def run(stage, ctx, stage_dir: Path, progress):
+            self.calls.append(stage.name)
+            if stage.name == self.fail_at:
+                raise KeyboardInterrupt  # the pipeline is killed in this stage
+            factor = float(stage.settings.get("factor", 1) if kind == "search" else 2)
+            save_spec(LongRopeSpec(long_factor=[factor] * 4, factor=max(factor, 1.0)), stage_dir / "best_spec.json")
+            (stage_dir / "model_seen.txt").write_text(f"{ctx.model}\n{ctx.spec}\n")
+            return {"spec": "best_spec.json"}
+        return run
+
+    def finetune(self, stage, ctx, stage_dir, progress):
+        self.calls.append(stage.name)
+        (stage_dir / "model").mkdir(exist_ok=True)
+        (stage_dir / "model" / "spec_used.txt").write_text(str(ctx.spec))
+        return {"model": "model", "spec": "../01-search/best_spec.json"}
+
+    def export(self, stage, ctx, stage_dir, progress):
+        self.calls.append(stage.name)
+        (stage_dir / "exported_from.txt").write_text(f"{ctx.model}\n{ctx.spec}\n")
+        return {"export": "hf"}
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    fake = FakeStages()
+    monkeypatch.setattr(progressive, "STAGE_RUNNERS", {
+        "search": fake.spec_writer("search"), "search_short": fake.spec_writer("search_short"),
+        "finetune": fake.finetune, "export": fake.export,
+    })
+    monkeypatch.setattr(progressive, "preflight", lambda ctx, pending: None)
+    return fake
+
+
+def test_a_killed_pipeline_resumes_at_the_stage_it_was_in(fakes, tmp_path):
+    plan = parse_plan(copy.deepcopy(BASE))
+    out = tmp_path / "out"
+    fakes.fail_at = "03-search"
+    with pytest.raises(KeyboardInterrupt):
+        progressive.extend(None, out, plan=plan, progress=False)
+    assert fakes.calls == ["01-search", "02-finetune", "03-search"]
+    assert (out / "02-finetune" / "DONE").is_file() and not (out / "03-search" / "DONE").exists()
+
+    fakes.calls.clear()
+    fakes.fail_at = None
+    final = progressive.extend(None, out, plan=plan, progress=False)
+    assert fakes.calls == ["03-search", "04-search-short", "05-export"]  # finished stages skipped
+    assert final == out / "04-search-short" / "best_spec.json"
+    # The second search ran on the fine-tuned model, the export used the fine-tuned model and the final spec.
+    model_seen, spec_seen = (out / "03-search" / "model_seen.txt").read_text().split()
+    assert model_seen == str(out / "02-finetune" / "model")
+    assert Path(spec_seen).resolve() == (out / "01-search" / "best_spec.json").resolve()
+    assert (out / "05-export" / "exported_from.txt").read_text().split() == [
+        str(out / "02-finetune" / "model"), str(final)]
+    summary = json.loads((out / "pipeline.json").read_text())
+    assert summary["stages"]["01-search"]["skipped"] and not summary["stages"]["05-export"]["skipped"]
+
+    fakes.calls.clear()
+    assert progressive.extend(None, out, plan=plan, progress=False) == final
+    assert fakes.calls == []  # everything done: nothing runs again
+
+    with pytest.raises(LongRopeError, match="already holds"):
+        progressive.extend(None, out, plan=plan, resume=False, progress=False)
+
+
+def test_a_changed_plan_does_not_reuse_finished_stages(fakes, tmp_path):
+    out = tmp_path / "out"
+    progressive.extend(None, out, plan=parse_plan(copy.deepcopy(BASE)), progress=False)
+    changed = plan_with(lambda d: d["stages"][1].update(steps=20))
+    with pytest.raises(LongRopeError, match="02-finetune was completed by a different plan"):
+        progressive.extend(None, out, plan=parse_plan(changed), progress=False)
+
+
+def test_a_target_length_no_document_reaches_is_a_clear_error(tiny_model_dir, cache, tmp_path):
+    from transformers import AutoTokenizer
+
+    from longrope.models.tiny import TinyConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("short text " * 50)
+    window = TinyConfig.test().window
+    data = plan_with(lambda d: d.update(data={"corpus": str(corpus)}))
+    plan = parse_plan(data)
+    with pytest.raises(LongRopeError, match=r"stages\[0\]\.factor: the target length 256 is reached by no document"):
+        progressive.check_lengths(plan, tokenizer, window, list(plan.stages))
+    too_short = parse_plan(plan_with(lambda d: d["stages"][1].update(length=window)))
+    with pytest.raises(LongRopeError, match=r"stages\[1\]\.length: 64 tokens is not beyond"):
+        progressive.check_lengths(too_short, tokenizer, window, [too_short.stages[1]])
+
+
+def test_comparison_rows_follow_the_pipeline_outputs(fakes, tmp_path):
+    from longrope.train.compare import comparison_rows
+    from longrope.train.finetuning import SPEC_FILE
+
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text('[model]\nname = "tiny"\n\n[[stages]]\nkind = "search"\nfactor = 4\n\n'
+                         '[[stages]]\nkind = "finetune"\nlength = 1024\nsteps = 10\n\n'
+                         '[[stages]]\nkind = "search"\nfactor = 16\n\n[[stages]]\nkind = "search_short"\n')
+    out = tmp_path / "out"
+    progressive.extend(plan_file, out, progress=False)
+    pi = tmp_path / "pi" / "model"
+    pi.mkdir(parents=True)
+    (pi / "config.json").write_text("{}")
+    save_spec(LongRopeSpec(long_factor=[4.0] * 4, factor=4.0), pi / SPEC_FILE)
+    rows = comparison_rows(out, tmp_path / "pi")
+    assert list(rows) == [
+        "(a) LongRoPE search 4x, no fine-tuning", "(b) LongRoPE 4x + fine-tune", "(c) + second search 16x",
+        "(d) + short factors", "PI 4x, no fine-tuning", "PI 4x + fine-tune", "PI fine-tune, then PI 16x",
+        "base model, own RoPE",
+    ]
+    assert rows["(a) LongRoPE search 4x, no fine-tuning"][0] == "tiny"
+    assert rows["(c) + second search 16x"] == (str(out / "02-finetune" / "model"), rows["(c) + second search 16x"][1])
+    assert rows["(c) + second search 16x"][1].factor == 16
+    assert rows["PI fine-tune, then PI 16x"][1].factor == 16 and rows["base model, own RoPE"][1] is None
