@@ -126,10 +126,13 @@ def fill_to_length(tokenizer, head: list[int], needle: list[int], tail: list[int
             f"length {length} is too short for this prompt: it needs at least {length - budget} tokens"
         )
     unit = len(filler)
-    units, remainder = divmod(budget, unit)
-    before_units = round(depth * units)
-    before = filler[unit - remainder:] + filler * before_units if remainder else filler * before_units
-    after = filler * (units - before_units)
+    # Whole filler units around the needle; the partial units go at the outer ends (the tail of one unit
+    # after the head, the start of one before the tail), so the needle sits within half a token of `depth`.
+    before_tokens = round(depth * budget)
+    whole, partial = divmod(before_tokens, unit)
+    before = (filler[unit - partial:] if partial else []) + filler * whole
+    whole, partial = divmod(budget - before_tokens, unit)
+    after = filler * whole + filler[:partial]
     ids = head + before + needle + after + tail
     assert len(ids) == length, (len(ids), length)
     return ids, len(head) + len(before)
