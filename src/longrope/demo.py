@@ -109,8 +109,7 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
         generations=settings.search_generations, docs=settings.search_docs, seed=settings.seed,
         dtype=settings.dtype,
     )
-    state_exists = (out / "search" / "search_state.json").exists()
-    found = search(model, tokenizer, config, out / "search", resume=state_exists, progress=progress)
+    found = search(model, tokenizer, config, out / "search", resume=True, progress=progress)  # a re-run resumes
     seconds["search"] = time.perf_counter() - start
 
     specs: dict[str, RopeSpec] = {
