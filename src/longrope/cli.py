@@ -5,7 +5,6 @@ Every command is a thin layer over a documented Python function of the library.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
@@ -27,42 +26,21 @@ err_console = Console(stderr=True)
 def _root() -> None:
     """Extend the context window of RoPE language models, search LongRoPE factors, and measure the result."""
 
-# (module, attribute, name): sub-apps registered as `longrope NAME ...`; commands registered on `app` directly
-# by modules listed in _COMMAND_MODULES.
-_SUB_APPS = [
-    ("longrope.models.cli", "tiny_app", "tiny"),
-    ("longrope.eval.cli", "eval_app", "eval"),
-]
-_COMMAND_MODULES = [
-    "longrope.models.info",
-    "longrope.search.cli",
-    "longrope.train.cli",
-    "longrope.export.cli",
-    "longrope.demo",
-]
-
 
 def _register() -> None:
-    for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
-    for module_name, attr, name in _SUB_APPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        sub = getattr(module, attr, None)
-        if sub is not None:
-            app.add_typer(sub, name=name)
+    # Each area owns its commands; imported here, not at module top, so `app` exists before they attach.
+    from longrope import demo
+    from longrope.eval.cli import eval_app
+    from longrope.export import cli as export_cli
+    from longrope.models import info
+    from longrope.models.cli import tiny_app
+    from longrope.search import cli as search_cli
+    from longrope.train import cli as train_cli
+
+    for module in (info, search_cli, train_cli, export_cli, demo):
+        module.register(app)
+    app.add_typer(tiny_app, name="tiny")
+    app.add_typer(eval_app, name="eval")
 
 
 _register()
