@@ -15,14 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
+
+from longrope.progress import progress_columns
 
 
 def environment() -> dict[str, str]:
@@ -165,11 +160,7 @@ def progress_bar(enabled: bool = True, console: Console | None = None):
     """A rich progress bar on stderr (a no-op display when ``enabled`` is False)."""
     console = console or Console(stderr=True, quiet=not enabled)
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        *progress_columns(),
         console=console,
         disable=not enabled,
         transient=False,

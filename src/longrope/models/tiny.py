@@ -26,19 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
 from longrope.data.corpus import Corpus, Document, StdlibCorpus
 from longrope.data.samples import token_samples
 from longrope.errors import LongRopeError
 from longrope.paths import cache_dir
+from longrope.progress import progress_columns
 
 MARKER = "COMPLETE"
 TRAIN_DOCUMENTS = "train_documents.txt"
@@ -307,15 +301,7 @@ def _train_documents(config: TinyConfig, corpus: Corpus) -> list[Document]:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    return Progress(*progress_columns("loss {task.fields[loss]:.3f}"), console=console)
 
 
 def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: bool = True) -> Path:

@@ -7,14 +7,9 @@ import os
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
+
+from longrope.progress import progress_columns
 
 
 class EvaluationLog:
@@ -68,13 +63,5 @@ def plot_convergence(history: list[dict], path: Path, title: str = "LongRoPE sea
 
 def search_progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("best ppl {task.fields[best]}"),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
+        *progress_columns("best ppl {task.fields[best]}", remaining_label="left"), console=console, transient=False
     )
