@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from longrope.blocked_attention import attention_modules, set_attention_implementation
 from longrope.errors import LongRopeError
 from longrope.rope import RopeGeometry, StringSpec
 
@@ -208,23 +209,6 @@ def _register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 
 
-def _attention_modules(model: nn.Module) -> list[nn.Module]:
-    """Attention modules that dispatch through transformers' AttentionInterface (they carry a config)."""
-    return [m for m in model.modules()
-            if type(m).__name__.endswith("Attention") and hasattr(m, "config") and hasattr(m, "layer_idx")]
-
-
-def _set_implementation(model: nn.Module, name: str) -> None:
-    setter = getattr(model, "set_attn_implementation", None)
-    if setter is not None:
-        setter(name)
-    if model.config._attn_implementation != name:
-        model.config._attn_implementation_internal = name
-    for m in _attention_modules(model):
-        if m.config._attn_implementation != name:
-            m.config._attn_implementation_internal = name
-
-
 def install_string_attention(model: nn.Module, spec: StringSpec, geometry: RopeGeometry,
                              chunk_size: int | None = None) -> nn.Module:
     """Switch ``model`` to STRING attention with ``spec``'s S and W (resolved against ``geometry``).
@@ -238,7 +222,7 @@ def install_string_attention(model: nn.Module, spec: StringSpec, geometry: RopeG
         raise LongRopeError(f"install_string_attention needs a StringSpec, got {type(spec).__name__}")
     shift, local_window = spec.resolved(geometry.original_window)
     rotaries = [m for m in model.modules() if isinstance(m, ScaledRotaryEmbedding)]
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     if not rotaries or not modules or getattr(model, "config", None) is None:
         raise LongRopeError(
             f"{type(model).__name__}: STRING needs a RoPE model whose rotary module was patched by "
@@ -258,7 +242,7 @@ def install_string_attention(model: nn.Module, spec: StringSpec, geometry: RopeG
         setattr(m, _PARAMS, params)
     if not hasattr(model, _PREVIOUS):
         setattr(model, _PREVIOUS, model.config._attn_implementation)
-    _set_implementation(model, NAME)
+    set_attention_implementation(model, NAME)
     return model
 
 
@@ -269,7 +253,7 @@ def uninstall_string_attention(model: nn.Module) -> nn.Module:
             delattr(m, _PARAMS)
     previous = getattr(model, _PREVIOUS, None)
     if previous is not None:
-        _set_implementation(model, previous)
+        set_attention_implementation(model, previous)
         delattr(model, _PREVIOUS)
     return model
 

@@ -87,17 +87,17 @@ def test_head_never_sees_all_positions_at_once():
     biggest = []
     handle = big.get_output_embeddings().register_forward_hook(lambda m, a, out: biggest.append(out.numel()))
     seen = []
-    original = F.cross_entropy
+    original = torch.logsumexp  # the loss's only pass over the logits
 
     def spy(input, *args, **kwargs):
         seen.append(input.numel())
         return original(input, *args, **kwargs)
 
     try:
-        F.cross_entropy = spy
+        torch.logsumexp = spy
         result = perplexity(big, list(ids), mode="truncate", length=600, chunk=128, progress=False)
     finally:
-        F.cross_entropy = original
+        torch.logsumexp = original
         handle.remove()
     assert result.tokens == [599]
     assert max(biggest) <= 128 * 50_000 < 599 * 50_000
