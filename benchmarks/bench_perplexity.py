@@ -131,6 +131,7 @@ def main() -> int:
     parser.add_argument("--models", default="tiny,smollm2", help="comma list of tiny, smollm2 (full mode)")
     parser.add_argument("--smollm2-lengths", default="2048,4096")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtypes", default="bf16,fp32", help="comma list of bf16, fp32 (full mode)")
     args = parser.parse_args()
 
     import torch
@@ -150,15 +151,16 @@ def main() -> int:
         from longrope.models.tiny import is_complete, tiny_path
 
         models = {m.strip() for m in args.models.split(",")}
+        dtypes = [d.strip() for d in args.dtypes.split(",")]
         if "tiny" not in models:
             pass
         elif is_complete(tiny_path()):
             failures += run_model("tiny (built-in, window 256, vocab 4096)", "tiny", [256, 1024, 4096],
-                                  ["bf16", "fp32"], 2, args.threads, peak)
+                                  dtypes, 2, args.threads, peak)
         else:
             print("\ntiny model not built yet (run `longrope tiny train`): measuring a random model of its shape")
             failures += run_model("random weights, tiny's shape (vocab 4096)", "random-tiny-shape", [256, 1024, 4096],
-                                  ["bf16", "fp32"], 2, args.threads, peak)
+                                  dtypes, 2, args.threads, peak)
         if args.skip_smollm2 or "smollm2" not in models:
             print("\nsmollm2 skipped (--skip-smollm2)")
         else:
@@ -171,7 +173,7 @@ def main() -> int:
                 print(f"\nsmollm2 skipped: {exc}")
             else:
                 lengths = [int(x) for x in args.smollm2_lengths.split(",")]
-                failures += run_model("SmolLM2-135M (vocab 49152)", "smollm2", lengths, ["bf16", "fp32"], 1,
+                failures += run_model("SmolLM2-135M (vocab 49152)", "smollm2", lengths, dtypes, 1,
                                       args.threads, peak)
     for failure in failures:
         print(f"FAIL: ours and naive perplexity disagree: {failure}")

@@ -13,7 +13,15 @@ from longrope.errors import LongRopeError
 from longrope.eval.loss import token_nll
 from longrope.patch import apply, restore
 from longrope.rope import LinearSpec, LongRopeSpec, NTKSpec, YarnSpec
-from longrope.search.fitness import Evaluator, FitnessData, build_fitness_data, plant_needle
+from longrope.search.fitness import (
+    Evaluator,
+    FitnessData,
+    RacingRule,
+    build_fitness_data,
+    paired_spread,
+    plant_needle,
+    racing_rule,
+)
 
 SPECS = [
     LinearSpec(factor=4),
@@ -42,10 +50,10 @@ def test_batched_equals_single_and_token_nll():
 def test_exact_racing_is_safe():
     model, data = small_model(), small_data(docs=4)
     full = Evaluator(model, data, batch=2).evaluate(SPECS)
-    fitness = sorted(r.fitness for r in full)
-    threshold = fitness[1]  # only the best can beat it
+    ranked = sorted((r.fitness, r.per_doc) for r in full)
+    threshold = ranked[1][0]  # only the best can beat it
     raced_eval = Evaluator(model, data, batch=2)
-    raced = raced_eval.evaluate(SPECS, threshold=threshold)  # lower bounds 0: exact
+    raced = raced_eval.evaluate(SPECS, racing_rule(ranked[:2], z=None))
     for f, r in zip(full, raced):
         if f.fitness < threshold:
             assert r.complete and r.fitness == f.fitness
@@ -54,15 +62,21 @@ def test_exact_racing_is_safe():
     assert raced_eval.forward_tokens <= len(SPECS) * data.docs * LENGTH
 
 
-def test_tight_bounds_drop_early():
+def test_predictive_rule_drops_clear_losers_after_one_document():
     model, data = small_model(), small_data(docs=4)
     full = Evaluator(model, data).evaluate(SPECS)
-    best = [min(r.per_doc[j] for r in full) for j in range(4)]
-    threshold = min(r.fitness for r in full) + 1e-6
+    best = min(full, key=lambda r: r.fitness)
+    rule = RacingRule(best.fitness, tuple(best.per_doc), sigma=1e-4, z=2.0)
     ev = Evaluator(model, data)
-    raced = ev.evaluate(SPECS, threshold=threshold, lower_bounds=best)
-    assert sum(r.complete for r in raced) >= 1
+    raced = ev.evaluate(SPECS, rule)
+    for f, r in zip(full, raced):
+        if f is best:
+            assert r.complete and r.fitness == f.fitness  # equal to the reference: never dropped
+        elif min(a - b for a, b in zip(f.per_doc, best.per_doc)) > 0.01:  # worse on every document
+            assert not r.complete and len(r.per_doc) == 1
     assert ev.forward_tokens < len(SPECS) * 4 * LENGTH
+    with pytest.raises(LongRopeError, match="documents"):
+        ev.evaluate(SPECS, RacingRule(1.0, (1.0, 1.0), 0.1, 2.0))
 
 
 def test_fitness_data_checks():
@@ -103,13 +117,48 @@ def test_plant_needle():
     assert data.score_mask.sum() == 5 and not math.isnan(float(data.input_ids.sum()))
 
 
-def test_racing_bounds():
-    from longrope.search.fitness import racing_bounds
-
+def test_paired_spread_ignores_offsets_and_document_difficulty():
     parents = [[1.0, 2.0, 3.0], [1.1, 2.1, 3.1], [1.2, 2.3, 3.1]]
-    assert racing_bounds(parents, None) == [0.0, 0.0, 0.0]
-    bounds = racing_bounds(parents, 2.0)
-    assert all(b < r for b, r in zip(bounds, parents[-1]))
+    sigma = paired_spread(parents)
+    assert sigma > 0.01
     shifted = [[v + 0.5 for v in row] for row in parents[:-1]] + [parents[-1]]
-    assert racing_bounds(shifted, 2.0) == pytest.approx(bounds)  # a constant offset is not spread
-    assert racing_bounds([[0.01, 0.02]], 500.0) == [0.0, 0.0]  # never below zero
+    assert paired_spread(shifted) == pytest.approx(sigma)  # a constant gap is not spread
+    assert paired_spread([[1.0, 5.0, 9.0], [1.0, 5.0, 9.0]]) == 1e-4  # floor
+    assert racing_rule([(2.0, [1.0, 3.0])], z=None) == RacingRule(2.0, (1.0, 3.0), 0.0, None)
+
+
+def test_predictive_bound_formula():
+    """Slow, written-out version of the rule: mean gap so far minus z prediction deviations."""
+    rule = RacingRule(threshold=3.0, reference=(2.0, 3.0, 4.0, 3.0), sigma=0.1, z=2.0)
+    scored = [2.05, 3.02]
+    gap = ((2.05 - 2.0) + (3.02 - 3.0)) / 2
+    deviation = 0.1 * math.sqrt((4 - 2) / (2 * 4))
+    assert rule.bound(scored) == pytest.approx(3.0 + gap - 2.0 * deviation)
+    assert rule.drops([2.2]) and not rule.drops([2.0]) and not rule.drops([2.2, 3.2, 4.2, 3.2])  # complete
+    exact = RacingRule(3.0, (2.0, 3.0, 4.0, 3.0))
+    assert exact.bound([8.0]) == 2.0 and not exact.drops([8.0]) and exact.drops([8.0, 4.0])
+    assert RacingRule.from_json(rule.to_json()) == rule
+
+
+def test_predictive_rule_wrong_drop_rate_is_bounded():
+    """Gaussian paired differences: a candidate that would have entered (final gap < 0) is dropped at most
+    (k - 1) * Phi(-z) of the time (the union over looks); one well below the threshold almost never."""
+    rng = random.Random(0)
+    k, sigma, z = 5, 0.01, 2.0
+    rule = RacingRule(0.0, (0.0,) * k, sigma, z)
+    limit = (k - 1) * 0.5 * math.erfc(z / math.sqrt(2))
+
+    def drop_rates(mean_gap: float, trials: int = 4000) -> tuple[float, float]:
+        """(share dropped, share dropped although its final gap was < 0)."""
+        drops = wrong = 0
+        for _ in range(trials):
+            gaps = [rng.gauss(mean_gap, sigma) for _ in range(k)]
+            dropped = any(rule.drops(gaps[:n]) for n in range(1, k))
+            drops += dropped
+            wrong += dropped and sum(gaps) < 0
+        return drops / trials, wrong / trials
+
+    for mean_gap in (0.0, -0.5 * sigma, 0.5 * sigma):
+        assert drop_rates(mean_gap)[1] <= limit
+    assert drop_rates(-2 * sigma)[0] < 0.005
+    assert drop_rates(2 * sigma)[0] > 0.6  # and it does drop clear losers

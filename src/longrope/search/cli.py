@@ -63,8 +63,15 @@ def search_command(
     racing_z: float = typer.Option(
         2.0,
         "--racing-z",
-        help="Racing drops a child worse than the worst parent by z "
-        "spreads per unscored document; negative: exact racing (bound 0).",
+        help="Confidence of the racing rule: a child is dropped once its mean per-document gap to the "
+        "reference parent, minus z prediction deviations, is still > 0; negative: the exact rule (never "
+        "drops a child that could enter).",
+    ),
+    racing_rank: int = typer.Option(
+        0,
+        "--racing-rank",
+        help="Race children against this parent rank (1 = the best); 0: the worst parent, which keeps the "
+        "reference algorithm's selection. Smaller: fewer tokens, a greedier search.",
     ),
     dtype: str = typer.Option("bf16", "--dtype", help="Forward dtype: bf16 or fp32."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
@@ -106,6 +113,7 @@ def search_command(
             batch=batch,
             racing=racing,
             racing_z=None if racing_z < 0 else racing_z,
+            racing_rank=racing_rank or None,
             dtype=dtype,
             factor_file=str(factor_file) if factor_file else None,
         )

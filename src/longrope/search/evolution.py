@@ -7,12 +7,13 @@ children of random parents; duplicates of anything already evaluated are redrawn
 
 What makes it faster at equal quality (see `fitness` and notes/search.md):
 
-- racing: a child is scored document by document and dropped once it provably (or, with the default
-  statistical bound, almost surely) cannot enter the parent set. The threshold is the worst parent's fitness: a child
-  at or above it has ``parents`` individuals at least as good and cannot be selected. The initial
-  population is raced too: its first ``parents`` members are scored fully, the rest against the worst of
-  them. Thresholds and per-document bounds are fixed when a candidate group starts, so results do not
-  depend on batching, on the number of ranks, or on interruptions;
+- racing: a child is scored document by document and dropped once it provably (exact rule) or almost surely
+  (the default predictive rule, `fitness.RacingRule`) cannot enter the parent set. The threshold is the
+  worst parent's fitness: a child at or above it has ``parents`` individuals at least as good and cannot be
+  selected. ``racing_rank`` races against a better parent instead (a greedier search, fewer tokens). The
+  initial population is raced too: its first ``racing_rank`` members (the seeds first) are scored fully,
+  the rest in groups against the best so far. Rules are fixed when a candidate group starts, so results do
+  not depend on batching, on the number of ranks, or on interruptions;
 - batching: ``batch`` candidates per forward, one RoPE table per row;
 - bf16 forwards on CPU with the loss in fp32.
 """
@@ -33,7 +34,14 @@ from longrope.errors import LongRopeError
 from longrope.patch import model_geometry, restore
 from longrope.rope import LongRopeSpec, RopeGeometry, save_spec
 from longrope.search.distributed import Comm, init_from_env
-from longrope.search.fitness import Evaluation, Evaluator, FitnessData, build_fitness_data, racing_bounds
+from longrope.search.fitness import (
+    Evaluation,
+    Evaluator,
+    FitnessData,
+    RacingRule,
+    build_fitness_data,
+    racing_rule,
+)
 from longrope.search.operators import crossover, mutate
 from longrope.search.report import EvaluationLog, plot_convergence, search_progress
 from longrope.search.space import (
@@ -78,7 +86,7 @@ class SearchConfig:
     ``longrope2``: only pairs >= ``critical_pair`` (default: the theoretical one) searched, in [s, 2s].
     Fitness: ``docs`` documents of ``corpus``/``split`` (never test) cut to the target length; ``needle``
     scores only planted pass-key digits. Speed: ``batch`` candidates per forward, ``racing`` with the
-    statistical bound of ``racing_z`` spreads (`fitness.racing_bounds`; None: bound 0, exact racing),
+    predictive rule of ``racing_z`` spreads (`fitness.RacingRule`; None: the exact rule),
     forwards in ``dtype`` (None: the model's own). ``racing_rank`` (default: ``parents``, which keeps the
     reference algorithm's selection) races children against the ``racing_rank``-th best parent instead: a
     child must promise a place in that top to be scored fully (fewer tokens, a greedier search).
@@ -155,6 +163,11 @@ class SearchConfig:
                 f"the target length {length} must be above the model's original window {original_window}"
             )
         return factor, length
+
+    @property
+    def race_rank(self) -> int:
+        """The parent rank children race against (``racing_rank``, or ``parents`` when None)."""
+        return self.racing_rank or self.parents
 
     def hashed(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in _UNHASHED}
@@ -324,43 +337,46 @@ class _Run:
         candidates = self.initial_population() if g == 0 else self.children()
         candidates = candidates[: max(0, self.budget_left())]
         keys = [c.key for c in candidates]
-        p = self.config.parents
-        if g == 0 and self.config.racing and len(keys) > p:
-            self.state.groups = [keys[:p], keys[p:]]
+        rank = self.config.race_rank
+        if g == 0 and self.config.racing and len(keys) > rank:
+            # The first `rank` members (the seeds first) are scored fully; the rest race in groups of `rank`
+            # against the rank-th best so far. Group bounds depend only on the config, never on batching.
+            head = max(rank, len(self.seeds))
+            self.state.groups = [keys[:head]] + [keys[i : i + rank] for i in range(head, len(keys), rank)]
         else:
             self.state.groups = [keys]
         self.state.stage = 0
-        self.state.threshold = None
-        self.state.lower_bounds = None
+        self.state.group_ready = False
+        self.state.threshold = self.state.racing = None
 
     # -- racing reference ----------------------------------------------------------------------------------
     def setup_group(self) -> None:
-        """Fix the racing threshold and per-document lower bounds of the group about to start.
+        """Fix the racing rule of the group about to start.
 
-        The threshold is the fitness of the ``parents``-th best complete individual of the reference set (the
-        parents; for the second half of the initial population, its first half): a candidate whose fitness
-        is above it has ``parents`` individuals better than itself and cannot be selected.
+        It races against the ``racing_rank``-th best complete individual of the reference set (the parents; in
+        the initial population, the groups before this one). With the default rank, ``parents``, that is the
+        worst parent: a candidate whose fitness is above it has ``parents`` better individuals and cannot be
+        selected. A smaller rank asks a child to promise a place in that top before it is scored fully.
         """
-        k = self.data.docs
-        threshold, bounds = math.inf, [0.0] * k
+        rule = None
         if self.config.racing:
             if self.state.generation == 0:
                 reference = [key for group in self.state.groups[: self.state.stage] for key in group]
             else:
                 reference = self.state.parents
-            rank = self.config.racing_rank or self.config.parents
+            rank = self.config.race_rank
             ranked = self.complete_fitness(reference)[:rank]
             if len(ranked) == rank:
-                threshold = ranked[-1][0]
-                rows = [self.state.records[key].per_doc for _, key in ranked]
-                bounds = racing_bounds(rows, self.config.racing_z)
-        self.state.threshold = threshold if math.isfinite(threshold) else None
-        self.state.lower_bounds = bounds
+                rows = [(fitness, self.state.records[key].per_doc) for fitness, key in ranked]
+                rule = racing_rule(rows, self.config.racing_z)
+        self.state.racing = None if rule is None else rule.to_json()
+        self.state.threshold = None if rule is None else rule.threshold
+        self.state.group_ready = True
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def run_group(self, bar, task) -> None:
         group = self.state.groups[self.state.stage]
-        threshold = math.inf if self.state.threshold is None else self.state.threshold
+        rule = None if self.state.racing is None else RacingRule.from_json(self.state.racing)
         pending = [k for k in dict.fromkeys(group) if k not in self.state.records]
         per_round = self.config.batch * self.comm.world
         for start in range(0, len(pending), per_round):
@@ -368,7 +384,7 @@ class _Run:
             mine = round_keys[self.comm.rank * self.config.batch : (self.comm.rank + 1) * self.config.batch]
             before = self.evaluator.forward_tokens
             specs = [self.space.to_spec(Genome.from_key(k)) for k in mine]
-            results = self.evaluator.evaluate(specs, threshold, self.state.lower_bounds) if specs else []
+            results = self.evaluator.evaluate(specs, rule) if specs else []
             shares = self.comm.all_gather(
                 (
                     self.comm.rank,
@@ -464,11 +480,11 @@ class _Run:
                     self.draw_generation()
                     self.save()
                 while state.stage < len(state.groups):
-                    if state.lower_bounds is None:
+                    if not state.group_ready:
                         self.setup_group()
                     self.run_group(bar, task)
                     state.stage += 1
-                    state.threshold, state.lower_bounds = None, None
+                    state.group_ready, state.threshold, state.racing = False, None, None
                 self.select()
                 state.generation += 1
                 state.groups, state.stage = [], 0

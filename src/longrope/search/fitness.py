@@ -7,19 +7,23 @@ cut to the target length and scored in one window ("truncate" mode), every token
 Needle-driven fitness (LongRoPE2): a line ``PASS_KEY = 12345`` is planted at a random depth of each document
 and the document ends with ``assert PASS_KEY == 12345``; only the answer tokens (the digits) are scored.
 
-Racing: `Evaluator.evaluate` scores candidates document by document and drops a candidate as soon as
+Racing: `Evaluator.evaluate` scores candidates document by document and stops scoring a candidate as soon as
+a `RacingRule` says it cannot beat the reference individual (the ``racing_rank``-th best parent, by default
+the worst parent, whose fitness is the ``threshold`` to enter the parent set). Two rules:
 
-    (sum of its NLL on the documents scored so far + sum of lower bounds b_j on the others) / k >= threshold
-
-where ``threshold`` is the fitness a candidate must beat to enter the parent set (see `evolution`). With
-``b_j = 0`` (a NLL is never negative) the rule is exact: a dropped candidate provably could not have entered.
-The default is a statistical rule (`racing_bounds`): ``b_j = r_j - z * sigma``, where ``r`` is the per-document
-NLL of the threshold individual (the worst parent, so ``threshold = mean(r)``) and ``sigma`` is the pooled
-spread of the parents' per-document differences to it around their own mean difference. The rule then reads
-"drop once the child is worse than the worst parent by more than ``z * sigma`` on each unscored document's
-behalf": it is wrong only if the unscored documents favour the child by more than ``z`` spreads on average.
-The spread scales with how alike the parents are, so the rule tightens as the search converges. The
-benchmark replays the rule on a plain run's log and counts the children it would have wrongly dropped.
+- exact (``z=None``): drop once ``sum of the NLL scored so far / k >= threshold``. An NLL is never negative,
+  so the final fitness can only be higher: a dropped candidate provably could not have entered.
+- predictive (``z`` a number, the default 2): let ``d_j`` be the candidate's NLL minus the reference's on
+  document j (paired: the document-to-document spread cancels). After n of k documents the candidate's final
+  fitness minus the threshold is predicted by the mean gap ``mean(d_1..d_n)``; if the ``d_j`` are
+  independent with spread ``sigma``, the error of that prediction has standard deviation
+  ``sigma * sqrt((k - n) / (n * k))`` (the unscored documents' own spread plus the uncertainty of the
+  mean gap). Drop when the prediction minus ``z`` such deviations is still >= 0. ``sigma`` is the pooled
+  spread of the parents' paired differences to the reference around their own mean gap, so the rule
+  tightens as the parents converge. A candidate that would have entered is dropped with probability at
+  most ``(k - 1) * Phi(-z)`` (one test per look; 6.8% for z=2 and k=4) when it sits right at the
+  threshold, and far less when it is clearly better. The benchmark replays the rule on a plain run's log
+  and counts the wrong drops it would have made.
 
 Batching: rows of one forward are different candidates on the same document (`longrope.patch.apply` with a
 list of specs gives each row its own RoPE table).
@@ -160,24 +164,55 @@ class Evaluation:
     seconds: float
 
 
-def racing_bounds(parents: list[list[float]], z: float | None) -> list[float]:
-    """Per-document lower bounds for racing from the parents' per-document NLL [P][k], best parent first.
+@dataclass(frozen=True)
+class RacingRule:
+    """When to stop scoring a candidate (see the module docstring).
 
-    ``z=None``: all zeros (exact racing). Otherwise ``r_j - z * sigma`` with ``r`` the worst parent (see the
-    module docstring); never below 0.
+    threshold: the fitness to beat. reference: the per-document NLL of the individual whose fitness it is.
+    sigma: spread of per-document paired differences. z: confidence in spreads; None = exact rule.
     """
-    k = len(parents[0])
-    if z is None:
-        return [0.0] * k
-    reference = parents[-1]
+
+    threshold: float
+    reference: tuple[float, ...]
+    sigma: float = 0.0
+    z: float | None = None
+
+    def bound(self, scored: list[float]) -> float:
+        """A lower estimate of the final fitness of a candidate whose first ``len(scored)`` NLLs are ``scored``."""
+        k, n = len(self.reference), len(scored)
+        if self.z is None:
+            return sum(scored) / k  # unscored documents counted as NLL 0: a true lower bound
+        gap = sum(c - r for c, r in zip(scored, self.reference)) / n
+        return self.threshold + gap - self.z * self.sigma * math.sqrt((k - n) / (n * k))
+
+    def drops(self, scored: list[float]) -> bool:
+        return len(scored) < len(self.reference) and self.bound(scored) >= self.threshold
+
+    def to_json(self) -> dict:
+        return {"threshold": self.threshold, "reference": list(self.reference), "sigma": self.sigma, "z": self.z}
+
+    @classmethod
+    def from_json(cls, data: dict) -> RacingRule:
+        return cls(float(data["threshold"]), tuple(data["reference"]), float(data["sigma"]), data["z"])
+
+
+def paired_spread(rows: list[list[float]]) -> float:
+    """Pooled spread of each row's per-document differences to the last row, around the row's own mean gap."""
+    k = len(rows[-1])
     deviations = []
-    for row in parents[:-1]:
-        d = [a - b for a, b in zip(row, reference)]
+    for row in rows[:-1]:
+        d = [a - b for a, b in zip(row, rows[-1])]
         mean = sum(d) / k
         deviations.extend(x - mean for x in d)
-    dof = max(1, len(deviations) - (len(parents) - 1))
-    sigma = max(math.sqrt(sum(x * x for x in deviations) / dof) if deviations else 0.0, 1e-4)
-    return [max(0.0, r - z * sigma) for r in reference]
+    dof = max(1, len(deviations) - (len(rows) - 1))
+    return max(math.sqrt(sum(x * x for x in deviations) / dof) if deviations else 0.0, 1e-4)
+
+
+def racing_rule(ranked: list[tuple[float, list[float]]], z: float | None) -> RacingRule:
+    """The rule racing against the last of ``ranked`` = [(fitness, per-document NLL)], best first."""
+    threshold, reference = ranked[-1]
+    sigma = 0.0 if z is None else paired_spread([row for _, row in ranked])
+    return RacingRule(float(threshold), tuple(reference), sigma, z)
 
 
 def round_nll(value: float) -> float:
@@ -216,18 +251,11 @@ class Evaluator:
             out.extend(values.double().mean(dim=1).tolist())
         return out
 
-    def evaluate(
-        self,
-        specs: list[RopeSpec],
-        threshold: float = math.inf,
-        lower_bounds: list[float] | None = None,
-    ) -> list[Evaluation]:
-        """Evaluate ``specs``; with a finite ``threshold``, drop candidates that cannot get below it.
-
-        ``lower_bounds[j]`` is a lower bound of any candidate's NLL on document j (0 when None: exact racing).
-        """
+    def evaluate(self, specs: list[RopeSpec], rule: RacingRule | None = None) -> list[Evaluation]:
+        """Evaluate ``specs`` on every document, or, with a racing ``rule``, until the rule drops them."""
         k = self.data.docs
-        bounds = [0.0] * k if lower_bounds is None else [max(0.0, float(b)) for b in lower_bounds]
+        if rule is not None and len(rule.reference) != k:
+            raise LongRopeError(f"racing reference has {len(rule.reference)} documents, the fitness {k}")
         started = time.perf_counter()
         per_doc: list[list[float]] = [[] for _ in specs]
         tokens = [0] * len(specs)
@@ -242,10 +270,9 @@ class Evaluator:
             for i, value in zip(active, values):
                 per_doc[i].append(round_nll(value))
                 tokens[i] += self.data.length
-                bound = (sum(per_doc[i]) + sum(bounds[j + 1 :])) / k
-                if j < k - 1 and bound >= threshold:
+                if rule is not None and rule.drops(per_doc[i]):
                     dropped[i] = True
-                    bound_of[i] = bound
+                    bound_of[i] = rule.bound(per_doc[i])
                 else:
                     still.append(i)
             active = still

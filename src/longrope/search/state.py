@@ -20,7 +20,7 @@ from pathlib import Path
 from longrope.errors import LongRopeError
 
 STATE_FORMAT = "longrope-search-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: racing rules replaced per-document lower bounds
 STATE_FILE = "search_state.json"
 
 
@@ -74,8 +74,9 @@ class SearchState:
     """Everything needed to continue a search.
 
     generation: the generation under way (0 = the initial population). stage: index of the candidate group
-    under way in that generation (the initial population is raced in two groups). pending: its candidates
-    (genome keys). threshold / lower_bounds: the racing reference of the group, fixed when it started.
+    under way in that generation (the initial population is raced in several groups). pending: its candidates
+    (genome keys). group_ready: the group's racing rule is fixed; racing: that rule (`fitness.RacingRule` as
+    JSON, None = no racing) and threshold: its threshold (for the log), fixed when the group started.
     parents: genome keys of the parent set, best first. done: the search has finished.
     """
 
@@ -86,8 +87,9 @@ class SearchState:
     stage: int = 0
     pending: list[str] = field(default_factory=list)
     groups: list[list[str]] = field(default_factory=list)
+    group_ready: bool = False
     threshold: float | None = None
-    lower_bounds: list[float] | None = None
+    racing: dict | None = None
     parents: list[str] = field(default_factory=list)
     records: dict[str, Record] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
