@@ -137,9 +137,10 @@ def compare(model, tokenizer, data, args, budget: dict, z, seed: int, out: Path,
     base = SearchConfig(factor=args.factor, seed=seed, search_attention=args.attention, **budget)
     plain_config = replace(base, racing=False, batch=1, dtype=None)
     ours_config = replace(base, racing=True, racing_z=z, racing_rank=args.rank, batch=args.batch,
-                          dtype=args.ours_dtype)
+                          dtype=args.ours_dtype, estimated_parents=not args.no_estimated_parents)
     rank = ours_config.race_rank
-    subdirs = {"plain": "plain", "ours": f"ours-z{z}-rank{rank}-batch{args.batch}-{args.ours_dtype}"}
+    estimated = "-est" if ours_config.estimated_parents else ""
+    subdirs = {"plain": "plain", "ours": f"ours-z{z}-rank{rank}-batch{args.batch}-{args.ours_dtype}{estimated}"}
     if not args.resume:
         for sub in subdirs.values():
             shutil.rmtree(out / sub, ignore_errors=True)
@@ -197,6 +198,8 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=None)
     parser.add_argument("--docs", type=int, default=None)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--no-estimated-parents", action="store_true",
+                        help="dropped children never become parents (the selection of plain racing)")
     parser.add_argument("--ours-dtype", default="bf16", choices=["bf16", "fp32"], help="forward dtype of ours")
     parser.add_argument("--z", type=float, default=2.0, help="racing z (negative: exact racing)")
     parser.add_argument("--rank", type=int, default=None, help="racing rank (default: SearchConfig's)")

@@ -20,7 +20,6 @@ def test_bench_quick(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "ratios ours/plain: forward tokens" in done.stdout
-    assert (tmp_path / "ours" / "best_spec.json").exists() and (
-        tmp_path / "plain" / "convergence.png"
-    ).exists()
+    assert "ratios ours/plain: forward tokens" in done.stdout and "SUMMARY over 1 seed(s)" in done.stdout
+    assert len(list((tmp_path / "seed0").glob("ours-*/best_spec.json"))) == 1
+    assert (tmp_path / "seed0" / "plain" / "convergence.png").exists()

@@ -45,7 +45,7 @@ def test_exact_racing_and_batching_keep_the_trajectory(model, baseline, tmp_path
     r = search(
         model,
         None,
-        small_config(racing=True, racing_z=None, batch=4),
+        small_config(racing=True, racing_z=None, racing_rank=6, batch=4),  # rank = parents: the same selection
         tmp_path,
         data=small_data(),
         progress=False,
@@ -161,3 +161,26 @@ def test_search_short(model, baseline, tmp_path):
         search_short(
             model, None, baseline.spec, small_config(), tmp_path / "x", data=small_data(), progress=False
         )
+
+
+def test_small_racing_rank_keeps_dropped_children_as_estimated_parents(model, tmp_path):
+    """Racing for the best only drops most children early; with estimated parents the dropped ones still fill
+    the parent set by their predicted fitness (so it stays `parents` strong), and the best is fully scored."""
+    import json as _json
+
+    from longrope.search.state import STATE_FILE as _STATE
+
+    r = search(model, None, small_config(racing_rank=1, racing_z=1.0), tmp_path / "est", data=small_data(), progress=False)
+    state = _json.loads((tmp_path / "est" / _STATE).read_text())
+    records = state["records"]
+    parents = [records[k] for k in state["parents"]]
+    assert len(parents) == 6
+    assert any(not p["complete"] and p["estimate"] is not None for p in parents)
+    assert parents[0]["complete"]  # the racing reference and the best: fully scored
+    dropped = [x for x in records.values() if not x["complete"]]
+    best = min((x["fitness"], k) for k, x in records.items() if x["complete"])
+    assert r.fitness == best[0]
+    narrow = search(model, None, small_config(racing_rank=1, racing_z=1.0, estimated_parents=False), tmp_path / "narrow",
+                    data=small_data(), progress=False)
+    narrow_state = _json.loads((tmp_path / "narrow" / _STATE).read_text())
+    assert all(narrow_state["records"][k]["complete"] for k in narrow_state["parents"])

@@ -61,7 +61,7 @@ def search_command(
     batch: int = typer.Option(4, "--batch", help="Candidates per forward pass."),
     racing: bool = typer.Option(True, "--racing/--no-racing", help="Drop hopeless candidates early."),
     racing_z: float = typer.Option(
-        2.0,
+        1.5,
         "--racing-z",
         help="Confidence of the racing rule: a child is dropped once its mean per-document gap to the "
         "reference parent, minus z prediction deviations, is still > 0; negative: the exact rule (never "
@@ -70,8 +70,9 @@ def search_command(
     racing_rank: int = typer.Option(
         0,
         "--racing-rank",
-        help="Race children against this parent rank (1 = the best); 0: the worst parent, which keeps the "
-        "reference algorithm's selection. Smaller: fewer tokens, a greedier search.",
+        help="Race children against this parent rank (1 = the best); 0: a quarter of the parents. The number "
+        "of parents keeps the reference algorithm's selection; smaller: fewer tokens. Dropped children still "
+        "compete for the parent set with their predicted fitness.",
     ),
     dtype: str = typer.Option("bf16", "--dtype", help="Forward dtype: bf16 or fp32."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),

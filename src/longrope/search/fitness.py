@@ -8,22 +8,23 @@ Needle-driven fitness (LongRoPE2): a line ``PASS_KEY = 12345`` is planted at a r
 and the document ends with ``assert PASS_KEY == 12345``; only the answer tokens (the digits) are scored.
 
 Racing: `Evaluator.evaluate` scores candidates document by document and stops scoring a candidate as soon as
-a `RacingRule` says it cannot beat the reference individual (the ``racing_rank``-th best parent, by default
-the worst parent, whose fitness is the ``threshold`` to enter the parent set). Two rules:
+a `RacingRule` says it cannot beat the reference individual (the ``racing_rank``-th best parent; with rank =
+``parents``, the worst parent, whose fitness is the ``threshold`` to enter the parent set). Two rules:
 
 - exact (``z=None``): drop once ``sum of the NLL scored so far / k >= threshold``. An NLL is never negative,
   so the final fitness can only be higher: a dropped candidate provably could not have entered.
-- predictive (``z`` a number, the default 2): let ``d_j`` be the candidate's NLL minus the reference's on
+- predictive (``z`` a number, the search's default 1.5): let ``d_j`` be the candidate's NLL minus the reference's on
   document j (paired: the document-to-document spread cancels). After n of k documents the candidate's final
   fitness minus the threshold is predicted by the mean gap ``mean(d_1..d_n)``; if the ``d_j`` are
   independent with spread ``sigma``, the error of that prediction has standard deviation
   ``sigma * sqrt((k - n) / (n * k))`` (the unscored documents' own spread plus the uncertainty of the
   mean gap). Drop when the prediction minus ``z`` such deviations is still >= 0. ``sigma`` is the pooled
   spread of the parents' paired differences to the reference around their own mean gap, so the rule
-  tightens as the parents converge. A candidate that would have entered is dropped with probability at
-  most ``(k - 1) * Phi(-z)`` (one test per look; 6.8% for z=2 and k=4) when it sits right at the
-  threshold, and far less when it is clearly better. The benchmark replays the rule on a plain run's log
-  and counts the wrong drops it would have made.
+  tightens as the parents converge. A candidate that would have beaten the reference is dropped with
+  probability at most ``(k - 1) * Phi(-z)`` (a union over the looks) when it sits right at the threshold,
+  and far less when it is clearly better; simulated with Gaussian gaps at the threshold: 3.4% for z=1.5
+  and 1.0% for z=2 with k=5 (the bounds are 27% and 9%). The benchmark replays the rule on a plain run's
+  log and counts the wrong drops it would have made.
 
 Batching: rows of one forward are different candidates on the same document (`longrope.patch.apply` with a
 list of specs gives each row its own RoPE table).
@@ -154,7 +155,8 @@ class Evaluation:
     """Result of one candidate: per-document NLL of the documents scored, in order.
 
     complete: all documents scored and ``fitness`` is the exact fitness; otherwise the candidate was dropped
-    by racing and ``fitness`` is the lower bound that dropped it.
+    by racing and ``fitness`` is the bound that dropped it, and ``estimate`` its predicted fitness (the
+    predictive rule only; None for the exact rule, whose bound is no estimate).
     """
 
     per_doc: list[float]
@@ -162,6 +164,7 @@ class Evaluation:
     complete: bool
     tokens: int
     seconds: float
+    estimate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,12 @@ class RacingRule:
             return sum(scored) / k  # unscored documents counted as NLL 0: a true lower bound
         gap = sum(c - r for c, r in zip(scored, self.reference)) / n
         return self.threshold + gap - self.z * self.sigma * math.sqrt((k - n) / (n * k))
+
+    def estimate(self, scored: list[float]) -> float | None:
+        """The predicted final fitness (threshold + mean gap so far); None for the exact rule."""
+        if self.z is None:
+            return None
+        return self.threshold + sum(c - r for c, r in zip(scored, self.reference)) / len(scored)
 
     def drops(self, scored: list[float]) -> bool:
         return len(scored) < len(self.reference) and self.bound(scored) >= self.threshold
@@ -280,7 +289,9 @@ class Evaluator:
         results = []
         for i in range(len(specs)):
             if dropped[i]:
-                results.append(Evaluation(per_doc[i], round_nll(bound_of[i]), False, tokens[i], seconds))
+                estimate = rule.estimate(per_doc[i])
+                results.append(Evaluation(per_doc[i], round_nll(bound_of[i]), False, tokens[i], seconds,
+                                          None if estimate is None else round_nll(estimate)))
             else:
                 results.append(
                     Evaluation(per_doc[i], round_nll(sum(per_doc[i]) / k), True, tokens[i], seconds)
