@@ -23,7 +23,8 @@ def cpu_flags() -> str:
     except OSError:
         pass
     wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}; {os.cpu_count()} cores; {' '.join(wanted)}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{model}; {os.cpu_count()} cores; {' '.join(wanted)}; torch {torch.__version__}, {threads} threads"
 
 
 def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:

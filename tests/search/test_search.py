@@ -166,21 +166,16 @@ def test_search_short(model, baseline, tmp_path):
 def test_small_racing_rank_keeps_dropped_children_as_estimated_parents(model, tmp_path):
     """Racing for the best only drops most children early; with estimated parents the dropped ones still fill
     the parent set by their predicted fitness (so it stays `parents` strong), and the best is fully scored."""
-    import json as _json
-
-    from longrope.search.state import STATE_FILE as _STATE
-
-    r = search(model, None, small_config(racing_rank=1, racing_z=1.0), tmp_path / "est", data=small_data(), progress=False)
-    state = _json.loads((tmp_path / "est" / _STATE).read_text())
+    aggressive = dict(racing_rank=1, racing_z=1.0)
+    r = search(model, None, small_config(**aggressive), tmp_path / "est", data=small_data(), progress=False)
+    state = json.loads((tmp_path / "est" / STATE_FILE).read_text())
     records = state["records"]
     parents = [records[k] for k in state["parents"]]
     assert len(parents) == 6
     assert any(not p["complete"] and p["estimate"] is not None for p in parents)
     assert parents[0]["complete"]  # the racing reference and the best: fully scored
-    dropped = [x for x in records.values() if not x["complete"]]
-    best = min((x["fitness"], k) for k, x in records.items() if x["complete"])
-    assert r.fitness == best[0]
-    narrow = search(model, None, small_config(racing_rank=1, racing_z=1.0, estimated_parents=False), tmp_path / "narrow",
-                    data=small_data(), progress=False)
-    narrow_state = _json.loads((tmp_path / "narrow" / _STATE).read_text())
-    assert all(narrow_state["records"][k]["complete"] for k in narrow_state["parents"])
+    assert r.fitness == min(x["fitness"] for x in records.values() if x["complete"])
+    search(model, None, small_config(**aggressive, estimated_parents=False), tmp_path / "narrow", data=small_data(),
+           progress=False)
+    narrow = json.loads((tmp_path / "narrow" / STATE_FILE).read_text())
+    assert all(narrow["records"][k]["complete"] for k in narrow["parents"])

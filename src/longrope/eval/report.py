@@ -170,7 +170,8 @@ def progress_bar(enabled: bool = True, console: Console | None = None):
 
 def versions_line() -> str:
     env = environment()
-    return f"python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, longrope {env['longrope']}"
+    return (f"python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
+            f"longrope {env['longrope']}")
 
 
 __all__ = ["environment", "markdown_table", "plot_heatmap", "plot_ppl", "progress_bar", "versions_line",

@@ -163,8 +163,8 @@ def plan_hf_rope(config, spec: RopeSpec, geometry: RopeGeometry | None = None, t
         if isinstance(exported, (LinearSpec, YarnSpec, Llama3Spec)):
             params = {"rope_theta": geometry.base, **_as_longrope(exported, geometry)}
             notes.append(f"{model_type} accepts only rope_type {' / '.join(accepted)}: {exported.method} written as "
-                         "longrope with equal short and long factors and an explicit attention factor (same frequencies "
-                         "up to float32 rounding)")
+                         "longrope with equal short and long factors and an explicit attention factor "
+                         "(same frequencies up to float32 rounding)")
         else:
             raise LongRopeError(
                 f"{model_type} models accept only rope_type {' / '.join(accepted)} in transformers, and "

@@ -56,7 +56,9 @@ def model_info(model) -> ModelInfo:
     )
 
 
-def info_command(model: str = typer.Argument("tiny", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id")):
+def info_command(
+    model: str = typer.Argument("tiny", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id"),
+):
     """Show a model's RoPE: head dim, base, original window, current scaling, critical dimension."""
     from longrope.models.loading import load_model
 

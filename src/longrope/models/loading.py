@@ -54,7 +54,8 @@ def resolve_model_path(name_or_path: str) -> tuple[str, str | None]:
         return str(path), None
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
         return name_or_path, None  # a hub id
-    raise LongRopeError(f"model {name_or_path!r} not found: give 'tiny', 'smollm2', a directory, a .gguf file or a hub id")
+    raise LongRopeError(
+        f"model {name_or_path!r} not found: give 'tiny', 'smollm2', a directory, a .gguf file or a hub id")
 
 
 def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu"):

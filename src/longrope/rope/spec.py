@@ -205,8 +205,8 @@ class LongRopeSpec(RopeSpec):
 class StringSpec(RopeSpec):
     """STRING: relative distance r >= shift is attended as r - shift + local_window (HKUNLP/STRING).
 
-    shift (S) defaults to int(0.33 * window) and local_window (W) to min(128, S // 2), where window is the extended window
-    of ``base`` (L * its factor) or L. ``base`` is the scaling STRING sits on (none by default).
+    shift (S) defaults to int(0.33 * window) and local_window (W) to min(128, S // 2), where window is the
+    extended window of ``base`` (L * its factor) or L. ``base`` is the scaling STRING sits on (none by default).
     attention_factor: the reference code's 0.1*ln(2)+1 when True-ish; None for 1.
     """
 

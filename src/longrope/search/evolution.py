@@ -8,9 +8,10 @@ children of random parents; duplicates of anything already evaluated are redrawn
 What makes it faster at equal quality (see `fitness` and notes/search.md):
 
 - racing: a child is scored document by document and dropped once it provably (exact rule) or almost surely
-  (the default predictive rule, `fitness.RacingRule`) cannot enter the parent set. The threshold is the
-  worst parent's fitness: a child at or above it has ``parents`` individuals at least as good and cannot be
-  selected. By default children race against the parent at a quarter of the parent set (``racing_rank``)
+  (the default predictive rule, `fitness.RacingRule`) cannot beat a reference parent. With the worst parent
+  as reference (``racing_rank = parents``) that means it cannot enter the parent set: a child at or above
+  it has ``parents`` individuals at least as good and cannot be selected, so the reference algorithm's
+  selection is kept. By default children race against the parent at a quarter of the parent set
   and dropped ones still compete for the parent set with their predicted fitness (``estimated_parents``);
   `benchmarks/bench_search.py` measured this at ~0.48x the forward tokens and equal best fitness. The
   initial population is raced too: its first ``racing_rank`` members (the seeds first) are scored fully,
@@ -374,10 +375,11 @@ class _Run:
     def setup_group(self) -> None:
         """Fix the racing rule of the group about to start.
 
-        It races against the ``racing_rank``-th best complete individual of the reference set (the parents; in
-        the initial population, the groups before this one). With the default rank, ``parents``, that is the
-        worst parent: a candidate whose fitness is above it has ``parents`` better individuals and cannot be
-        selected. A smaller rank asks a child to promise a place in that top before it is scored fully.
+        It races against the ``race_rank``-th best complete individual of the reference set (the parents; in
+        the initial population, the groups before this one). With rank ``parents`` that is the worst parent: a
+        candidate whose fitness is above it has ``parents`` better individuals and cannot be selected. The
+        default, a quarter of the parents, asks a child to promise a place in that top before it is scored
+        fully (with ``estimated_parents`` it may still become a parent by its predicted fitness).
         """
         rule = None
         if self.config.racing:

@@ -12,10 +12,10 @@ a `RacingRule` says it cannot beat the reference individual (the ``racing_rank``
 ``parents``, the worst parent, whose fitness is the ``threshold`` to enter the parent set). Two rules:
 
 - exact (``z=None``): drop once ``sum of the NLL scored so far / k >= threshold``. An NLL is never negative,
-  so the final fitness can only be higher: a dropped candidate provably could not have entered.
-- predictive (``z`` a number, the search's default 1.5): let ``d_j`` be the candidate's NLL minus the reference's on
-  document j (paired: the document-to-document spread cancels). After n of k documents the candidate's final
-  fitness minus the threshold is predicted by the mean gap ``mean(d_1..d_n)``; if the ``d_j`` are
+  so the final fitness can only be higher: a dropped candidate provably could not have beaten the reference.
+- predictive (``z`` a number, the search's default 1.5): let ``d_j`` be the candidate's NLL minus the
+  reference's on document j (paired: the document-to-document spread cancels). After n of k documents the
+  candidate's final fitness minus the threshold is predicted by the mean gap ``mean(d_1..d_n)``; if the ``d_j`` are
   independent with spread ``sigma``, the error of that prediction has standard deviation
   ``sigma * sqrt((k - n) / (n * k))`` (the unscored documents' own spread plus the uncertainty of the
   mean gap). Drop when the prediction minus ``z`` such deviations is still >= 0. ``sigma`` is the pooled

@@ -140,7 +140,8 @@ def _check_search(stage: Stage) -> None:
             f"{stage.field_name('length')} in tokens)"
         )
     if has_factor and has_length:
-        raise LongRopeError(f"{stage.label}: give {stage.field_name('factor')} or {stage.field_name('length')}, not both")
+        raise LongRopeError(
+            f"{stage.label}: give {stage.field_name('factor')} or {stage.field_name('length')}, not both")
     if has_factor and _number(stage, "factor") <= 1:
         raise LongRopeError(f"{stage.field_name('factor')} must be > 1 (an extension), got {stage.settings['factor']}")
     if has_length:
@@ -175,7 +176,8 @@ def validate(plan: Plan) -> Plan:
     for stage in plan.stages:
         exported = [s.index for s in plan.stages[: stage.index] if s.kind == "export"]
         if exported and stage.kind != "evaluate":
-            raise LongRopeError(f"{stage.label}: only evaluate stages can follow the export stage stages[{exported[0]}]")
+            raise LongRopeError(
+                f"{stage.label}: only evaluate stages can follow the export stage stages[{exported[0]}]")
         if stage.kind == "search":
             _check_search(stage)
             scale = search_scale(stage)
