@@ -126,3 +126,20 @@ def test_padding_mask_falls_back_to_sdpa():
             assert switched
             ours = model(ids, attention_mask=mask).logits
     torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("extra", [{"is_causal": False}, {"sliding_window": 8}, {"softcap": 30.0}])
+def test_anything_but_plain_causal_goes_to_sdpa(extra, monkeypatch):
+    from transformers.integrations import sdpa_attention
+
+    import longrope.blocked_attention as blocked
+
+    calls = []
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", lambda *a, **k: calls.append(k) or ("sdpa", None))
+    q, k, v = _qkv(1, 2, 2, 8, 4, torch.float32)
+    module = torch.nn.Module()
+    with torch.no_grad():
+        out, _ = blocked.blocked_attention_forward(module, q, k, v, None, scaling=0.5, **extra)
+        plain, _ = blocked.blocked_attention_forward(module, q, k, v, None, scaling=0.5)
+    assert out == "sdpa" and len(calls) == 1
+    assert isinstance(plain, torch.Tensor)

@@ -66,13 +66,18 @@ def blocked_attention_forward(module: nn.Module, query: torch.Tensor, key: torch
                               dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, None]:
     """transformers attention function for ``attn_implementation="longrope_blocked"``.
 
-    Takes the blocked path for plain causal self-attention without gradients; everything else goes to
-    transformers' SDPA function unchanged.
+    Takes the blocked path for plain causal self-attention without gradients; everything else (masks, a KV
+    cache, non-causal modules, soft-capping, sliding windows, attention sinks) goes to transformers' SDPA
+    function unchanged.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    plain = (attention_mask is None and query.shape[2] == key.shape[2] and not torch.is_grad_enabled()
-             and not (dropout and module.training) and query.shape[1] % key.shape[1] == 0)
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
+    extras = any(kwargs.get(name) for name in ("softcap", "sliding_window")) or kwargs.get("s_aux") is not None
+    plain = (attention_mask is None and causal and not extras and query.shape[2] == key.shape[2]
+             and not torch.is_grad_enabled() and not (dropout and module.training)
+             and query.shape[1] % key.shape[1] == 0)
     if not plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
