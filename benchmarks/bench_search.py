@@ -201,7 +201,8 @@ def main() -> int:
     parser.add_argument("--no-estimated-parents", action="store_true",
                         help="dropped children never become parents (the selection of plain racing)")
     parser.add_argument("--ours-dtype", default="bf16", choices=["bf16", "fp32"], help="forward dtype of ours")
-    parser.add_argument("--z", type=float, default=2.0, help="racing z (negative: exact racing)")
+    parser.add_argument("--z", type=float, default=None,
+                        help="racing z (default: SearchConfig's; negative: exact racing)")
     parser.add_argument("--rank", type=int, default=None, help="racing rank (default: SearchConfig's)")
     parser.add_argument("--attention", action="store_true", help="also search the attention factor")
     parser.add_argument("--test-docs", type=int, default=20)
@@ -215,7 +216,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    z = None if args.z < 0 else args.z
+    z = SearchConfig.racing_z if args.z is None else (None if args.z < 0 else args.z)
 
     if args.quick:
         model, tokenizer, window = random_model(), None, 32
