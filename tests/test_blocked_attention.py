@@ -67,15 +67,16 @@ def test_bf16_as_accurate_as_transformers_eager():
         assert err_ours <= 1.25 * err_eager, (stat.__name__, err_ours, err_eager)
 
 
-def _sdpa_model(dtype=torch.float32, **kwargs):
-    model = tiny_model("llama", attn_implementation="sdpa", window=64, **kwargs).to(dtype)
+def _sdpa_model(dtype=torch.float32, arch="llama", **kwargs):
+    model = tiny_model(arch, attn_implementation="sdpa", window=64, **kwargs).to(dtype)
     set_attention_implementation(model, "sdpa")
     return model
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2, 1])
-def test_model_logits_match_sdpa_in_float32(kv_heads):
-    model = _sdpa_model(kv_heads=kv_heads)
+@pytest.mark.parametrize("arch,kv_heads", [("llama", 4), ("llama", 2), ("llama", 1), ("mistral", 2), ("qwen2", 2),
+                                           ("phi3", 4)])
+def test_model_logits_match_sdpa_in_float32(arch, kv_heads):
+    model = _sdpa_model(arch=arch, kv_heads=kv_heads)
     ids = torch.randint(3, 97, (2, 150), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = model(ids).logits
