@@ -2,11 +2,12 @@
 
 PyTorch's CPU flash-attention kernel computes in float32 whatever the input dtype: on this project's reference
 CPU (AVX-512 bf16, no AMX) it runs at ~150 GFLOP/s while a bf16 matmul reaches ~750. Scoring text at 8k tokens
-spends most of its time there. `blocked_causal_attention` computes exactly what transformers' *eager* bf16
-attention computes (bf16 products, softmax accumulated in float32 and rounded to bf16, bf16 products) but one
-block of queries at a time and only against the keys up to the block's end: memory O(block x length) per
-head, never O(length^2), and no work in the masked upper triangle. The query heads that share a key/value head
-are stacked into one matrix, so grouped-query attention costs no key/value copies.
+spends most of its time there. `blocked_causal_attention` computes what transformers' *eager* bf16 attention
+computes, with its rounding (bf16 products, softmax accumulated in float32 and rounded to bf16, bf16
+products; only the scaling is folded into the queries), but one block of queries at a time and only against
+the keys up to the block's end: memory O(block x length) per head, never O(length^2), and no work in the
+masked upper triangle. The query heads that share a key/value head are stacked into one matrix, so
+grouped-query attention costs no key/value copies.
 
 `scoring_attention(model)` switches a model to it for the duration of a ``with`` block when it pays off: no
 gradients (a backward pass would keep every block's probabilities, i.e. quadratic memory), a CPU model in bf16
@@ -23,9 +24,9 @@ import torch
 from torch import nn
 
 NAME = "longrope_blocked"
-# Rows of the score matrix per product (query heads of a group x queries): ~256 keeps a block's scores
-# [rows x keys] inside the CPU's last-level cache at 8k keys while each product stays large enough to run
-# near the matmul peak. Measured on SmolLM2 (3 heads per group) at 8k: 64 queries 0.30 s/layer, 256 0.32, 512 0.55.
+# Rows of the score matrix per product (query heads of a group x queries): a block's scores [rows x keys] stay
+# in the CPU's last-level cache at 8k keys while each product is still large enough to run near the matmul
+# peak. Measured on SmolLM2 (3 heads per group) at 8k: 64 queries 0.30 s/layer, 128 0.33, 256 0.32, 512 0.55.
 BLOCK_ROWS = 192
 
 

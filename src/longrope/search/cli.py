@@ -65,7 +65,7 @@ def search_command(
         "--racing-z",
         help="Confidence of the racing rule: a child is dropped once its mean per-document gap to the "
         "reference parent, minus z prediction deviations, is still > 0; negative: the exact rule (never "
-        "drops a child that could enter).",
+        "drops a child that could beat the reference).",
     ),
     racing_rank: int = typer.Option(
         0,
