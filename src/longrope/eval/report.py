@@ -92,7 +92,8 @@ def write_report(out_dir: str | Path, name: str, payload: dict[str, Any], markdo
     return paths
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -101,10 +102,22 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out ``fig``, write it as a PNG atomically (temp file + ``os.replace``) and close it."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    pyplot().close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def plot_ppl(ppl: dict[str, dict[int, float]], path: str | Path, title: str = "perplexity vs length",
              window: int | None = None) -> Path:
     """PNG of perplexity (log y) against length, one line per method; ``ppl[method][length]``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, by_length in ppl.items():
         lengths = sorted(by_length)
@@ -124,18 +137,13 @@ def plot_ppl(ppl: dict[str, dict[int, float]], path: str | Path, title: str = "p
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_heatmap(grid: Sequence[Sequence[float]], lengths: Sequence[int], depths: Sequence[float],
                  path: str | Path, title: str = "needle retrieval accuracy") -> Path:
     """PNG heatmap of accuracy (0..1): depth on y (rows of ``grid``), length on x (columns), red -> green."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
     image = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto", origin="upper")
     ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
@@ -147,12 +155,7 @@ def plot_heatmap(grid: Sequence[Sequence[float]], lengths: Sequence[int], depths
             ax.text(col, row, f"{value:.0%}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="accuracy")
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @contextmanager

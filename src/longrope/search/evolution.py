@@ -294,16 +294,9 @@ class _Run:
         if self.comm.is_main:
             save_state(self.state, self.state_path)
 
-    def complete_fitness(self, keys) -> list[tuple[float, str]]:
-        out = []
-        for key in keys:
-            record = self.state.records.get(key)
-            if record is not None and record.complete:
-                out.append((record.fitness, key))
-        return sorted(out)
-
-    def selection_fitness(self, keys) -> list[tuple[float, str]]:
-        """Complete individuals by fitness and, with ``estimated_parents``, dropped ones by predicted fitness."""
+    def complete_fitness(self, keys, estimated: bool = False) -> list[tuple[float, str]]:
+        """(fitness, key) of the complete individuals among ``keys``, best first; with ``estimated``, dropped
+        ones too, by their predicted fitness (the parent selection when ``estimated_parents`` is on)."""
         out = []
         for key in keys:
             record = self.state.records.get(key)
@@ -311,7 +304,7 @@ class _Run:
                 continue
             if record.complete:
                 out.append((record.fitness, key))
-            elif self.config.estimated_parents and record.estimate is not None:
+            elif estimated and record.estimate is not None:
                 out.append((record.estimate, key))
         return sorted(out)
 
@@ -469,7 +462,7 @@ class _Run:
     def select(self) -> None:
         g = self.state.generation
         keys = list(self.state.parents) + [k for group in self.state.groups for k in group]
-        ranked = self.selection_fitness(dict.fromkeys(keys))
+        ranked = self.complete_fitness(dict.fromkeys(keys), estimated=self.config.estimated_parents)
         self.state.parents = [key for _, key in ranked[: self.config.parents]]
         values = [f for f, _ in ranked[: self.config.parents]]
         complete = self.complete_fitness(self.state.parents)

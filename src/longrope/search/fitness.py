@@ -185,8 +185,7 @@ class RacingRule:
         k, n = len(self.reference), len(scored)
         if self.z is None:
             return sum(scored) / k  # unscored documents counted as NLL 0: a true lower bound
-        gap = sum(c - r for c, r in zip(scored, self.reference)) / n
-        return self.threshold + gap - self.z * self.sigma * math.sqrt((k - n) / (n * k))
+        return self.estimate(scored) - self.z * self.sigma * math.sqrt((k - n) / (n * k))
 
     def estimate(self, scored: list[float]) -> float | None:
         """The predicted final fitness (threshold + mean gap so far); None for the exact rule."""

@@ -36,11 +36,9 @@ class EvaluationLog:
 
 def plot_convergence(history: list[dict], path: Path, title: str = "LongRoPE search") -> Path:
     """PNG of the best and median parent fitness (mean NLL = log perplexity) per generation."""
-    import matplotlib
+    from longrope.eval.report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     generations = [h["generation"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(generations, [h["best"] for h in history], marker="o", label="best")
@@ -52,13 +50,7 @@ def plot_convergence(history: list[dict], path: Path, title: str = "LongRoPE sea
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def search_progress(console: Console) -> Progress:
