@@ -83,11 +83,11 @@ def main() -> int:
         rows = measure(model, "random", [128, 512], peak, repeats=2)
         last = (model, 512)
     else:
-        from bench_scaling import tiny_or_its_shape
+        from bench_scaling import shipped_tiny
 
         from longrope.models.loading import load_model
 
-        model, what = tiny_or_its_shape(torch.bfloat16)
+        model, what = shipped_tiny(torch.bfloat16)
         print(f"tiny: {what}")
         rows = measure(model, "tiny", [256, 512, 1024, 2048], peak, repeats=3)
         last = (model, 2048)

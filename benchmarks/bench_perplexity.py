@@ -25,20 +25,15 @@ from _common import cpu_flags, forward_flops, matmul_peak
 QUICK_CONFIG = {"vocab_size": 8000, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 128}
 
-# The built-in tiny model's shape (TinyConfig.default()): the same speed and memory as the trained one.
-TINY_SHAPE = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=8, head_dim=32, max_position_embeddings=256, tie_word_embeddings=True)
-
-
 def _load(source: str, dtype_name: str):
     import torch
 
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    if source in ("random", "random-tiny-shape"):
+    if source == "random":
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
-        model = LlamaForCausalLM(LlamaConfig(**(QUICK_CONFIG if source == "random" else TINY_SHAPE))).to(dtype)
+        model = LlamaForCausalLM(LlamaConfig(**QUICK_CONFIG)).to(dtype)
     else:
         from longrope.models.loading import load_model
 
@@ -148,18 +143,10 @@ def main() -> int:
         failures += run_model("random tiny (vocab 8000)", "random", [128, 512], ["bf16", "fp32"], 1, args.threads,
                               peak, fresh_process=False)
     else:
-        from longrope.models.tiny import is_complete, tiny_path
-
         models = {m.strip() for m in args.models.split(",")}
         dtypes = [d.strip() for d in args.dtypes.split(",")]
-        if "tiny" not in models:
-            pass
-        elif is_complete(tiny_path()):
+        if "tiny" in models:
             failures += run_model("tiny (built-in, window 256, vocab 4096)", "tiny", [256, 1024, 4096],
-                                  dtypes, 2, args.threads, peak)
-        else:
-            print("\ntiny model not built yet (run `longrope tiny train`): measuring a random model of its shape")
-            failures += run_model("random weights, tiny's shape (vocab 4096)", "random-tiny-shape", [256, 1024, 4096],
                                   dtypes, 2, args.threads, peak)
         if args.skip_smollm2 or "smollm2" not in models:
             print("\nsmollm2 skipped (--skip-smollm2)")

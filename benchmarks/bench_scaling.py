@@ -32,11 +32,6 @@ from _common import best_time, cpu_flags, forward_flops  # noqa: E402
 
 QUICK_CONFIG = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=4, head_dim=32, max_position_embeddings=64)
-# The built-in tiny model's shape (TinyConfig.default()), used while the trained model is not built.
-TINY_SHAPE = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=8, head_dim=32, max_position_embeddings=256, tie_word_embeddings=True)
-
-
 def random_model(config: dict, dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -44,16 +39,12 @@ def random_model(config: dict, dtype: torch.dtype):
     return LlamaForCausalLM(LlamaConfig(**config)).to(dtype).eval()
 
 
-def tiny_or_its_shape(dtype: torch.dtype):
-    """(model, description): the trained built-in tiny model if it is built, else random weights of its shape."""
-    from longrope.models.tiny import is_complete, tiny_path
+def shipped_tiny(dtype: torch.dtype):
+    """(model, description): the built-in tiny model shipped with the package."""
+    from longrope.models.loading import load_model
 
-    if is_complete(tiny_path()):
-        from longrope.models.loading import load_model
-
-        model, _ = load_model("tiny", dtype=dtype)
-        return model.eval(), "built-in tiny model (trained)"
-    return random_model(TINY_SHAPE, dtype), "random weights of the built-in tiny model's shape (not built yet)"
+    model, _ = load_model("tiny", dtype=dtype)
+    return model.eval(), "built-in tiny model (shipped)"
 
 
 def fit_exponent(lengths: list[int], times: list[float]) -> float:
@@ -104,7 +95,7 @@ def main() -> int:
     if args.quick:
         model, what = random_model(QUICK_CONFIG, dtype), "random tiny Llama (window 64)"
     else:
-        model, what = tiny_or_its_shape(dtype)
+        model, what = shipped_tiny(dtype)
     window = model.config.max_position_embeddings
     lengths = [window * m for m in (1, 2, 4, 8)]
     print(f"model: {what}; {args.dtype}; one fitness = {docs} docs, {batch} candidates per forward "

@@ -14,7 +14,7 @@ def test_demo_writes_tables_json_and_plots(tiny_model_dir, tmp_path, monkeypatch
     result = run_demo(tmp_path / "demo", settings, progress=False)
 
     assert result.lengths == [64, 128, 256]
-    assert set(result.ppl) == {"none", "pi", "ntk", "yarn", "longrope (searched)"}
+    assert set(result.ppl) == {"none", "pi", "ntk", "dynamic_ntk", "yarn", "longrope (searched)"}
     assert all(v > 1 for row in result.ppl.values() for v in row.values())
     assert 64 not in result.passkey["none"]  # the prompt does not fit in 64 tokens: skipped, not failed
     assert set(result.passkey["none"]) == {128, 256}

@@ -9,6 +9,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from longrope.errors import LongRopeError
 
@@ -19,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one line per error, also in logs and pipes
 
 
 @app.callback()
@@ -50,11 +51,9 @@ def main() -> None:
     """Console entry point: user errors become one red line and exit code 2, never a traceback."""
     try:
         app()
-    except LongRopeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
-    except (FileNotFoundError, PermissionError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+    except (LongRopeError, OSError) as exc:  # OSError: a path that cannot be read or written
+        # The message is printed as text: paths and hints such as `longrope[datasets]` contain brackets.
+        err_console.print("[bold red]error:[/]", escape(str(exc)))
         sys.exit(2)
 
 

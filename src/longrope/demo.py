@@ -1,12 +1,12 @@
 """`longrope demo`: the whole story on the built-in tiny model, from a fresh install, in well under 30 minutes.
 
-1. build (first run only, ~8 min) or load the tiny Llama (window L = 256) trained on the stdlib's source;
+1. load the tiny Llama shipped with the package (window L = 256, trained on the stdlib's source);
 2. search LongRoPE factors at 8x (2048 tokens) on validation documents;
-3. evaluate no scaling, PI, NTK, YaRN and the searched factors on the *test* split at 1x, 2x, 4x, 8x:
-   perplexity (truncate mode) and passkey retrieval;
+3. evaluate no scaling, PI, NTK, dynamic NTK, YaRN and the searched factors on the *test* split at 1x, 2x, 4x,
+   8x: perplexity (truncate mode) and passkey retrieval;
 4. write tables, JSON and plots to ``./longrope-demo/`` and print the table.
 
-Re-running resumes the search and re-uses the cached model.
+Re-running resumes the search.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from longrope.rope import LinearSpec, NoScaling, NTKSpec, RopeSpec, YarnSpec
+from longrope.rope import DynamicNTKSpec, LinearSpec, NoScaling, NTKSpec, RopeSpec, YarnSpec
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _passkey_fits(tokenizer, length: int, template: str) -> bool:
 def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | None = None,
              progress: bool = True) -> DemoResult:
     """Search LongRoPE factors for the tiny model at 8x and compare them with none/PI/NTK/YaRN on the test split."""
-    from longrope.eval.passkey import evaluate_passkey, write_retrieval_report
+    from longrope.eval.passkey import default_template, evaluate_passkey, write_retrieval_report
     from longrope.eval.perplexity import evaluate_ppl, write_ppl_report
     from longrope.models.loading import load_model
     from longrope.patch import model_geometry
@@ -95,7 +95,7 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
-    console.print(f"[bold]1/4[/] model: {settings.model} (built on first use)")
+    console.print(f"[bold]1/4[/] model: {settings.model}")
     model, tokenizer = load_model(settings.model, dtype=settings.dtype)
     window = model_geometry(model).original_window
     lengths = sorted({window * k for k in (1, 2, 4, settings.factor)})
@@ -117,6 +117,7 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
         "none": NoScaling(),
         "pi": LinearSpec(factor=float(settings.factor)),
         "ntk": NTKSpec(factor=float(settings.factor)),
+        "dynamic_ntk": DynamicNTKSpec(factor=float(settings.factor)),
         "yarn": YarnSpec(factor=float(settings.factor)),
         "longrope (searched)": found.spec,
     }
@@ -130,7 +131,7 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     seconds["perplexity"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    template = "code" if settings.model == "tiny" or "tiny" in Path(settings.model).name else "natural"
+    template = default_template(settings.model)
     passkey_lengths = [n for n in lengths if _passkey_fits(tokenizer, n, template)]
     console.print(f"[bold]4/4[/] passkey retrieval at {passkey_lengths}, {settings.passkey_trials} trials per length")
     passkey = evaluate_passkey(model, tokenizer, specs, passkey_lengths, trials=settings.passkey_trials,
@@ -160,8 +161,14 @@ def demo_command(
     seed: int = typer.Option(0, help="Seed of the search and of the evaluation samples."),
 ) -> None:
     """Run the whole story on the built-in tiny model: search LongRoPE factors at 8x, then compare none, PI,
-    NTK, YaRN and the searched factors (perplexity and passkey on the test split) at 1x, 2x, 4x, 8x.
+    NTK, dynamic NTK, YaRN and the searched factors (perplexity and passkey on the test split) at 1x, 2x, 4x, 8x.
     Writes ./longrope-demo/ (demo.md, demo.json, ppl/, passkey/, search/)."""
+    from longrope.validation import check_number, check_output_dir
+
+    check_output_dir("--out", out)
+    check_number("--generations", generations, minimum=0)
+    check_number("--eval-docs", eval_docs, minimum=1)
+    check_number("--trials", trials, minimum=1)
     settings = DemoSettings(search_generations=generations, eval_docs=eval_docs, passkey_trials=trials, seed=seed)
     result = run_demo(out, settings)
     table = Table(title=f"longrope demo (test split; window {result.lengths[0]}, search at {result.lengths[-1]})")
@@ -176,6 +183,8 @@ def demo_command(
         cells += [_percent(result.passkey.get(name, {}).get(n)) for n in result.lengths]
         table.add_row(name, *cells)
     console = Console()
+    if not console.is_terminal:  # a log has no width: rich's 80-column default would truncate the table
+        console = Console(width=160)
     console.print(table)
     console.print(f"written to {result.out_dir}/ (demo.md, demo.json, ppl/ppl.png, search/convergence.png); "
                   f"times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))

@@ -8,13 +8,17 @@ from pathlib import Path
 CACHE_ENV = "LONGROPE_CACHE"
 
 
+def cache_root() -> Path:
+    """``$LONGROPE_CACHE`` (default ``~/.cache/longrope``), neither created nor checked."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "longrope").expanduser()
+
+
 def cache_dir(*parts: str) -> Path:
     """Return ``$LONGROPE_CACHE`` (default ``~/.cache/longrope``) joined with ``parts``, created and writable.
 
     Raises ``PermissionError`` with the path and the variable to set when it cannot be written.
     """
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "longrope").expanduser()
-    path = root.joinpath(*parts)
+    path = cache_root().joinpath(*parts)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"

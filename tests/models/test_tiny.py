@@ -142,3 +142,40 @@ def test_cli_info(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
     result = runner.invoke(tiny_app, ["info", "--test-size"])
     assert isinstance(result.exception, LongRopeError)
+
+
+def test_a_killed_build_resumes_from_its_checkpoint_and_ends_where_an_unbroken_one_does(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    config = replace(MINI, train_steps=6, checkpoints=3)  # state saved after steps 2 and 4
+    unbroken = tiny_module.train_tiny(config, tmp_path / "unbroken", progress=False)
+
+    out = tmp_path / "broken"
+    calls = {"n": 0}
+    real_windows = tiny_module._random_windows
+
+    def dies_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_windows(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_module, "_random_windows", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_module.train_tiny(config, out, progress=False)
+    assert not out.exists() and tiny_module.checkpoint_path(out).is_file()
+
+    resumed_calls = []
+
+    def counted(*args, **kwargs):
+        resumed_calls.append(1)
+        return real_windows(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_module, "_random_windows", counted)
+    tiny_module.train_tiny(config, out, progress=False)
+    assert not tiny_module.checkpoint_path(out).exists()
+    # Steps 5 and 6 and the validation windows: the 4 steps before the checkpoint were not redone.
+    assert len(resumed_calls) == 3
+    expected, got = load_file(unbroken / "model.safetensors"), load_file(out / "model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(got[name], tensor, rtol=0, atol=0)

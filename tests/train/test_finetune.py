@@ -124,9 +124,9 @@ def test_mixed_training_uses_the_original_rope_for_short_documents(tiny, train_c
     seen = []
     forward = finetune_module.ChunkedCausalLMLoss.forward
 
-    def spy(self, input_ids):
+    def spy(self, input_ids, position_ids=None):
         seen.append((input_ids.shape[1], patch.current_spec(self.model)))
-        return forward(self, input_ids)
+        return forward(self, input_ids, position_ids)
 
     monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward", spy)
     config = _config(corpus, length=128, steps=2, accum=2, batch_size=1, mixed=True, warmup_steps=0)
@@ -140,7 +140,7 @@ def test_mixed_training_uses_the_original_rope_for_short_documents(tiny, train_c
 def test_out_of_memory_says_which_knob_to_turn(tiny, train_corpus_dir, tmp_path, monkeypatch):
     model, tokenizer = tiny
 
-    def oom(self, input_ids):
+    def oom(self, input_ids, position_ids=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward", oom)
@@ -149,7 +149,7 @@ def test_out_of_memory_says_which_knob_to_turn(tiny, train_corpus_dir, tmp_path,
                  progress=False)
 
     monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward",
-                        lambda self, ids: (_ for _ in ()).throw(MemoryError()))
+                        lambda self, ids, position_ids=None: (_ for _ in ()).throw(MemoryError()))
     with pytest.raises(LongRopeError, match="gradient checkpointing"):
         finetune(model, tokenizer, LinearSpec(factor=4.0),
                  _config(train_corpus_dir, gradient_checkpointing=False), tmp_path / "oom2", progress=False)

@@ -15,14 +15,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import random
-import tempfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import torch
 
+from longrope.atomic import atomic_write_bytes
 from longrope.data.corpus import Corpus, Document
 from longrope.errors import LongRopeError
 from longrope.paths import cache_dir
@@ -44,19 +42,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling file and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _bos_prefix(tokenizer, add_bos: bool) -> list[int]:

@@ -19,6 +19,7 @@ from rich.markdown import Markdown
 from longrope.errors import LongRopeError
 from longrope.rope import RopeSpec, load_spec, make_spec
 from longrope.rope.spec import StringSpec, method_class
+from longrope.validation import check_number, check_output_dir
 
 eval_app = typer.Typer(
     help="Measure long-context ability: perplexity vs length, passkey retrieval, needle grids, RULER-style tasks.",
@@ -41,23 +42,51 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars")]
 DEFAULT_METHODS = ["none", "pi", "dynamic_ntk", "yarn"]
 
 
+def _length_terms(text: str) -> list[tuple[float, bool]]:
+    """The terms of --lengths as (number, is a multiple of the window), each finite and > 0.
+
+    Needs no model, so the command checks them before loading one.
+    """
+    terms = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        multiple = part.endswith("x")
+        try:
+            value = float(part[:-1] if multiple else part)
+        except ValueError:
+            raise LongRopeError(f"--lengths: {part!r} is not a number or a multiple like 2x") from None
+        if not (math.isfinite(value) and value > 0):
+            raise LongRopeError(f"--lengths: every length must be a finite number > 0, got {part!r}")
+        terms.append((value, multiple))
+    return terms
+
+
 def parse_lengths(text: str | None, window: int) -> list[int]:
     """'256,1024' or '1x,2x' (multiples of the original window) -> sorted positive lengths."""
     if text is None or not text.strip():
         return [window, 2 * window, 4 * window, 8 * window]
     out = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        try:
-            value = float(part[:-1]) * window if part.endswith("x") else float(part)
-        except ValueError:
-            raise LongRopeError(f"--lengths: {part!r} is not a number or a multiple like 2x") from None
-        if value != int(value) or value < 2:
-            raise LongRopeError(f"--lengths: every length must be a whole number of tokens >= 2, got {part!r}")
-        out.append(int(value))
-    if not out:
-        raise LongRopeError("--lengths is empty")
+    for value, multiple in _length_terms(text):
+        tokens = value * window if multiple else value
+        if not math.isfinite(tokens) or tokens != int(tokens) or tokens < 2:
+            raise LongRopeError(f"--lengths: every length must be a whole number of tokens >= 2, got "
+                                f"{f'{value:g}x = {tokens:g}' if multiple else f'{value:g}'}")
+        out.append(int(tokens))
     return sorted(set(out))
+
+
+def check_options(command: str, out: Path | None, factor: float | None, lengths: str | None,
+                  counts: dict[str, int | None]) -> Path:
+    """Reject bad options before the model loads; return the output directory (``counts``: option -> value >= 1).
+
+    Without this a file named by --out failed only when the report was written, after the whole evaluation.
+    """
+    check_number("--factor", factor, minimum=1)  # the specs' own range: 1 = no extension
+    if lengths is not None and lengths.strip():
+        _length_terms(lengths)
+    for option, value in counts.items():
+        check_number(option, value, minimum=1)
+    return check_output_dir("--out", out or Path("longrope-eval") / command)
 
 
 def default_factor(lengths: list[int], window: int) -> float:
@@ -105,8 +134,10 @@ def _setup(model_name: str, dtype: str, methods, factor, lengths_text):
 
 
 def _template(template: str, model_name: str) -> str:
+    from longrope.eval.passkey import default_template
+
     if template == "auto":
-        return "code" if model_name == "tiny" else "natural"
+        return default_template(model_name)
     return template
 
 
@@ -137,6 +168,7 @@ def ppl_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Perplexity of each method at each length (`longrope.eval.evaluate_ppl`); writes ppl.json, ppl.md, ppl.png."""
+    out = check_options("ppl", out, factor, lengths, {"--n-docs": n_docs, "--stride": stride, "--chunk": chunk})
     from longrope.eval.perplexity import evaluate_ppl, write_ppl_report
 
     loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
@@ -145,7 +177,7 @@ def ppl_command(
     table = evaluate_ppl(loaded, tokenizer, specs, corpus, lengths_list, n_docs=n_docs, mode=mode, stride=stride,
                          chunk=chunk, seed=seed, split=split, progress=not quiet)
     settings.update(corpus=corpus, split=split, n_docs=n_docs, mode=mode, stride=stride, chunk=chunk)
-    paths = write_ppl_report(table, out or Path("longrope-eval/ppl"), settings, seed=seed)
+    paths = write_ppl_report(table, out, settings, seed=seed)
     _finish(f"**Perplexity ({mode}, {n_docs} documents)**\n\n" + table.to_markdown(), paths)
 
 
@@ -157,7 +189,7 @@ def passkey_command(
     lengths: LengthsOpt = None,
     trials: Annotated[int, typer.Option("--trials", help="Trials per length (random key and depth each)")] = 10,
     template: Annotated[str, typer.Option(
-        "--template", help="natural, code, or auto (code for the tiny model, natural otherwise)")] = "auto",
+        "--template", help="natural, code, dict, or auto (code for the tiny model, natural otherwise)")] = "auto",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 10,
     dtype: DtypeOpt = "bf16",
     out: OutOpt = None,
@@ -165,13 +197,14 @@ def passkey_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Passkey retrieval accuracy per method and length (`longrope.eval.evaluate_passkey`)."""
+    out = check_options("passkey", out, factor, lengths, {"--trials": trials, "--max-new-tokens": max_new_tokens})
     from longrope.eval.passkey import evaluate_passkey, write_retrieval_report
 
     loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
     chosen = _template(template, model)
     table = evaluate_passkey(loaded, tokenizer, specs, lengths_list, trials=trials, seed=seed, template=chosen,
                              max_new_tokens=max_new_tokens, progress=not quiet)
-    paths = write_retrieval_report(table, out or Path("longrope-eval/passkey"), settings, seed=seed)
+    paths = write_retrieval_report(table, out, settings, seed=seed)
     _finish(f"**Passkey accuracy ({chosen} template, {trials} trials per length)**\n\n" + table.to_markdown(), paths)
 
 
@@ -183,7 +216,7 @@ def needle_command(
     lengths: LengthsOpt = None,
     depths: Annotated[int, typer.Option("--depths", help="Number of depths from 0% to 100%")] = 5,
     trials: Annotated[int, typer.Option("--trials", help="Keys per (length, depth) cell")] = 2,
-    template: Annotated[str, typer.Option("--template", help="natural, code, or auto")] = "auto",
+    template: Annotated[str, typer.Option("--template", help="natural, code, dict, or auto")] = "auto",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 10,
     dtype: DtypeOpt = "bf16",
     out: OutOpt = None,
@@ -191,6 +224,8 @@ def needle_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Needle-in-a-haystack grid (depth x length) per method, with heatmaps (`longrope.eval.evaluate_needle`)."""
+    out = check_options("needle", out, factor, lengths,
+                        {"--depths": depths, "--trials": trials, "--max-new-tokens": max_new_tokens})
     from longrope.eval.needle import evaluate_needle, write_needle_report
 
     loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
@@ -198,7 +233,7 @@ def needle_command(
     grids = evaluate_needle(loaded, tokenizer, specs, lengths_list, depths=depths, trials=trials, seed=seed,
                             template=chosen, max_new_tokens=max_new_tokens, progress=not quiet)
     settings.update(depths=depths, trials=trials, template=chosen)
-    paths = write_needle_report(grids, out or Path("longrope-eval/needle"), specs, settings, seed=seed)
+    paths = write_needle_report(grids, out, specs, settings, seed=seed)
     markdown = "".join(f"**{name}**\n\n{grid.to_markdown()}\n" for name, grid in grids.items())
     _finish(markdown, paths)
 
@@ -221,6 +256,7 @@ def ruler_command(
     quiet: QuietOpt = False,
 ) -> None:
     """RULER-style tasks per method and length (`longrope.eval.evaluate_ruler`)."""
+    out = check_options("ruler", out, factor, lengths, {"--samples": samples})
     from longrope.eval.ruler import evaluate_ruler, write_ruler_report
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -229,5 +265,5 @@ def ruler_command(
     table = evaluate_ruler(loaded, tokenizer, specs, lengths_list, tasks=task_list, samples=samples, seed=seed,
                            style=chosen, corpus=corpus, split=split, progress=not quiet)
     settings.update(tasks=task_list, samples=samples, style=chosen, corpus=corpus, split=split)
-    paths = write_ruler_report(table, out or Path("longrope-eval/ruler"), settings, seed=seed)
+    paths = write_ruler_report(table, out, settings, seed=seed)
     _finish(f"**RULER-style accuracy ({chosen} style)**\n\n" + table.to_markdown(), paths)

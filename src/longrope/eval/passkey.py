@@ -6,8 +6,9 @@ tokens greedily (KV cache, inside ``patch.sequence_length``); the trial is corre
 output equals the key. Keys and depths come from a seeded RNG per (seed, length, trial), so every method sees
 the same prompts.
 
-Two templates: ``natural`` (the published wording) and ``code`` (comment-line filler, a ``PASS_KEY = 12345``
-line, question ``assert PASS_KEY ==``) for models trained on source code such as the built-in tiny model.
+Three templates: ``natural`` (the published wording), ``code`` (comment-line filler, a ``PASS_KEY = 12345``
+line, question ``assert PASS_KEY ==``) for models trained on source code such as the built-in tiny model, and
+``dict`` (the key in a dict literal, read back by subscript: the format held out of the tiny model's training).
 The prompt is assembled from separately tokenised pieces, so its length is exact for any tokenizer.
 
 Python use::
@@ -68,7 +69,22 @@ CODE = PasskeyTemplate(
     question="assert PASS_KEY ==",
 )
 
-TEMPLATES: dict[str, PasskeyTemplate] = {t.name: t for t in (NATURAL, CODE)}
+# The tiny model's held-out retrieval format (longrope.data.retrieval.HELD_OUT_FORMAT): a dict literal read back
+# by subscript, a way of defining and asking for a value that its training windows never use.
+DICT = PasskeyTemplate(
+    name="dict",
+    instruction="# There is a SETTINGS dict hidden in this file between many comment lines. Remember it.\n",
+    filler=CODE.filler,
+    key_line='SETTINGS = {{"pass_key": {key}}}\n',
+    question='assert SETTINGS["pass_key"] ==',
+)
+
+TEMPLATES: dict[str, PasskeyTemplate] = {t.name: t for t in (NATURAL, CODE, DICT)}
+
+
+def default_template(model_name: str) -> str:
+    """``code`` for the built-in tiny model (trained on source code) and its rebuilds, ``natural`` otherwise."""
+    return "code" if Path(str(model_name)).name.startswith("tiny") else "natural"
 
 
 def get_template(template: str | PasskeyTemplate) -> PasskeyTemplate:

@@ -40,11 +40,16 @@ from longrope.rope import RopeSpec
 MODES = ("truncate", "sliding")
 
 
+def nats_to_bits(nats: float) -> float:
+    return nats / math.log(2)
+
+
 @dataclass
 class PerplexityResult:
     """Perplexity of a set of samples at one length.
 
-    nll: mean NLL of each sample (nats/token); tokens: tokens scored in each sample.
+    nll: mean NLL of each sample (nats/token); tokens: tokens scored in each sample; characters: characters
+    those tokens spell (empty when no tokenizer was given), for bits per character.
     """
 
     mode: str
@@ -52,6 +57,7 @@ class PerplexityResult:
     stride: int | None
     nll: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
+    characters: list[int] = field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
@@ -71,13 +77,22 @@ class PerplexityResult:
         return math.exp(self.mean_nll) if self.total_tokens else float("nan")
 
     @property
+    def bits_per_char(self) -> float:
+        """Total NLL in bits over the characters the scored tokens spell: comparable across tokenizers."""
+        chars = sum(self.characters)
+        return nats_to_bits(self.total_nll) / chars if chars else float("nan")
+
+    @property
     def sample_ppl(self) -> list[float]:
         return [math.exp(n) for n in self.nll]
 
     def to_dict(self) -> dict[str, Any]:
+        characters = self.characters or [None] * len(self.nll)
         return {"mode": self.mode, "length": self.length, "stride": self.stride, "ppl": self.ppl,
                 "mean_nll": self.mean_nll, "total_tokens": self.total_tokens,
-                "samples": [{"nll": n, "ppl": math.exp(n), "tokens": t} for n, t in zip(self.nll, self.tokens)]}
+                "bits_per_char": self.bits_per_char if self.characters else None,
+                "samples": [{"nll": n, "ppl": math.exp(n), "tokens": t, "characters": c}
+                            for n, t, c in zip(self.nll, self.tokens, characters)]}
 
 
 def _check_length(length: int, name: str = "length") -> int:
@@ -132,12 +147,13 @@ def _sample_nll(model: nn.Module, ids: torch.Tensor, mode: str, length: int, str
 @torch.no_grad()
 def perplexity(model: nn.Module, samples: Sequence[torch.Tensor], mode: str = "truncate", length: int | None = None,
                stride: int = 256, chunk: int = DEFAULT_CHUNK, progress: bool = True,
-               description: str = "perplexity") -> PerplexityResult:
+               description: str = "perplexity", tokenizer=None) -> PerplexityResult:
     """Perplexity of ``samples`` (1-D LongTensors of token ids, BOS first) with the model as it is now.
 
     truncate: each sample cut to ``length`` tokens and scored in one window (``length`` - 1 tokens scored).
     sliding: windows of ``length`` tokens every ``stride`` tokens, each token of the sample scored exactly once.
-    ``length`` defaults to the longest sample.
+    ``length`` defaults to the longest sample. With ``tokenizer``, the characters of the scored tokens are
+    counted too (``bits_per_char``).
     """
     if mode not in MODES:
         raise LongRopeError(f"unknown perplexity mode {mode!r}; choose one of: {', '.join(MODES)}")
@@ -164,6 +180,9 @@ def perplexity(model: nn.Module, samples: Sequence[torch.Tensor], mode: str = "t
                 total, count = _sample_nll(model, sample, mode, length, stride, chunk)
                 result.nll.append(total / count)
                 result.tokens.append(count)
+                if tokenizer is not None:  # every token after the first is scored
+                    scored = sample[1:length] if mode == "truncate" else sample[1:]
+                    result.characters.append(len(tokenizer.decode(scored.tolist())))
                 bar.advance(task)
     finally:
         model.train(was_training)
@@ -214,9 +233,15 @@ class PplTable:
     def ppl(self) -> dict[str, dict[int, float]]:
         return {m: {n: r.ppl for n, r in by.items()} for m, by in self.results.items()}
 
+    def bits_per_char(self) -> dict[str, dict[int, float]]:
+        return {m: {n: r.bits_per_char for n, r in by.items()} for m, by in self.results.items()}
+
     def to_markdown(self) -> str:
-        headers = ["method"] + [str(n) for n in self.lengths]
-        rows = [[m] + [self.results[m][n].ppl for n in self.lengths] for m in self.results]
+        """Perplexity at each length, then bits per character at each length (comparable across tokenizers)."""
+        bpc = self.bits_per_char()
+        headers = ["method"] + [str(n) for n in self.lengths] + [f"bpc @{n}" for n in self.lengths]
+        rows = [[m] + [self.results[m][n].ppl for n in self.lengths] + [bpc[m][n] for n in self.lengths]
+                for m in self.results]
         return markdown_table(headers, rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,7 +249,7 @@ class PplTable:
             "mode": self.mode, "stride": self.stride, "lengths": self.lengths,
             "original_window": self.original_window,
             "specs": {m: (s.to_dict() if s is not None else None) for m, s in self.specs.items()},
-            "ppl": self.ppl(),
+            "ppl": self.ppl(), "bits_per_char": self.bits_per_char(),
             "results": {m: {str(n): r.to_dict() for n, r in by.items()} for m, by in self.results.items()},
             "sample_ids": self.sample_ids, "warnings": self.warnings,
         }
@@ -284,7 +309,7 @@ def evaluate_ppl(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec | Non
                     table.warnings.append(message)
                 table.results[name][length] = perplexity(
                     model, samples, mode=mode, length=length, stride=stride, chunk=chunk, progress=progress,
-                    description=f"ppl {name} @ {length}",
+                    description=f"ppl {name} @ {length}", tokenizer=tokenizer,
                 )
     return table
 

@@ -8,16 +8,15 @@ import json
 import math
 import os
 import platform
-import tempfile
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
 
-from longrope.progress import progress_columns
+from longrope.atomic import atomic_write_bytes
+from longrope.progress import LoggedProgress, progress_columns
 
 
 def environment() -> dict[str, str]:
@@ -56,12 +55,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
+    """Write ``text`` (UTF-8) to ``path`` atomically, with the permissions a plain ``open`` would give."""
+    return atomic_write_bytes(path, text.encode())
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -162,7 +157,7 @@ def plot_heatmap(grid: Sequence[Sequence[float]], lengths: Sequence[int], depths
 def progress_bar(enabled: bool = True, console: Console | None = None):
     """A rich progress bar on stderr (a no-op display when ``enabled`` is False)."""
     console = console or Console(stderr=True, quiet=not enabled)
-    with Progress(
+    with LoggedProgress(
         *progress_columns(),
         console=console,
         disable=not enabled,

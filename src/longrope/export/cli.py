@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from longrope.errors import LongRopeError
+from longrope.validation import check_number, check_output_dir
 
 console = Console()
 
@@ -67,10 +68,12 @@ def export_command(
     from longrope.patch import model_geometry
     from longrope.rope import load_spec
 
+    # Every check that needs no model comes first: a mistake costs no loading and writes nothing.
+    check_number("--window", window, minimum=1)
+    out = check_output_dir("--out", out)
     scaling = load_spec(spec)
     if gguf_from is not None and not gguf:
         raise LongRopeError("--gguf-from needs --gguf")
-    out = out.expanduser()
     if out.is_dir() and any(out.iterdir()) and not force:
         raise LongRopeError(f"{out} is not empty; pass --force to replace it")
     loaded, tokenizer = load_model(model, dtype)
@@ -122,6 +125,7 @@ def convert_command(
     """
     from longrope.export.convert import convert_gguf_to_hf
 
+    out_dir = check_output_dir("OUT_DIR", out_dir)
     if model == "smollm2":
         from longrope.models.loading import smollm2_gguf_path
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from longrope.errors import LongRopeError
+from longrope.models.shipped import shipped_tiny_path
 from longrope.models.tiny import (
     TinyConfig,
     ensure_tiny,
@@ -20,7 +21,8 @@ from longrope.models.tiny import (
 )
 
 tiny_app = typer.Typer(
-    help="The built-in tiny Llama trained on the Python standard library (built on first use, then cached).",
+    help="The built-in tiny Llama trained on the Python standard library. It ships with the package "
+    "(`--model tiny` everywhere); `longrope tiny train` rebuilds the same recipe from scratch into the cache.",
     no_args_is_help=True,
 )
 console = Console()
@@ -52,6 +54,10 @@ def metrics_table(path: Path) -> Table:
     for key, value in metrics.items():
         if key.startswith(("ppl_first_", "ppl_last_")):
             table.add_row(f"val ppl, {key[4:].replace('_', ' ')} positions", f"{value:.1f}")
+    if "bits_per_char" in metrics:
+        table.add_row(f"val bits per character ({metrics['bits_per_char_spans']})", f"{metrics['bits_per_char']:.3f}")
+    for template, accuracy in metrics.get("passkey_in_window", {}).items():
+        table.add_row(f"passkey at {window} ({template} template)", f"{100 * accuracy:.0f}%")
     for length, value in metrics["ppl_by_length_no_scaling"].items():
         scale = int(length) // window
         table.add_row(
@@ -70,7 +76,12 @@ def train(
         False, "--test-size", help="The much smaller model used by tests (seconds)."
     ),
 ) -> None:
-    """Build the tiny model (tokenizer + Llama) with a progress bar and print its metrics."""
+    """Rebuild the tiny model (tokenizer + Llama) from scratch into the cache and print its metrics.
+
+    The shipped model (`--model tiny`) is not touched. The rebuilt one is loaded by its name,
+    `--model tiny-stdlib` (`tiny-stdlib-stepsN` with --steps N), or by the directory printed at the end.
+    The default recipe takes about an hour on 2 CPU cores; a killed build leaves no half-written model.
+    """
     config = _config(test_size, steps)
     path = (
         train_tiny(config, tiny_path(config), progress=True) if force else ensure_tiny(config, progress=True)
@@ -81,12 +92,18 @@ def train(
 
 @tiny_app.command()
 def info(
-    steps: int | None = typer.Option(None, "--steps", help="The variant trained with --steps N."),
-    test_size: bool = typer.Option(False, "--test-size", help="The test-size model."),
+    built: bool = typer.Option(
+        False, "--built", help="The model rebuilt by `longrope tiny train`, not the shipped one."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="The rebuilt variant trained with --steps N."),
+    test_size: bool = typer.Option(False, "--test-size", help="The rebuilt test-size model."),
 ) -> None:
-    """Print where the tiny model is cached and its metrics."""
-    path = tiny_path(_config(test_size, steps))
-    if not is_complete(path):
-        raise LongRopeError(f"the tiny model is not built yet ({path}); run: longrope tiny train")
+    """Print where the tiny model is (shipped, or with --built the cached rebuild) and its metrics."""
+    if not (built or steps is not None or test_size):
+        path = shipped_tiny_path()
+    else:
+        path = tiny_path(_config(test_size, steps))
+        if not is_complete(path):
+            raise LongRopeError(f"the tiny model is not built yet ({path}); run: longrope tiny train")
     console.print(f"model directory: {path}")
     console.print(metrics_table(path))

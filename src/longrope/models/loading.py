@@ -35,11 +35,14 @@ def smollm2_gguf_path() -> Path:
 
 
 def resolve_model_path(name_or_path: str) -> tuple[str, str | None]:
-    """(directory or hub id, gguf file name or None) for a model argument; builds the tiny model on first use."""
-    if name_or_path == "tiny":
-        from longrope.models.tiny import ensure_tiny
+    """(directory or hub id, gguf file name or None) for a model argument: ``tiny`` is the model shipped with the
+    package, and the name of a ``longrope tiny train`` build (``tiny-stdlib``) is that build in the cache."""
+    from longrope.models.tiny import built_tiny_path
 
-        return str(ensure_tiny()), None
+    if name_or_path == "tiny":
+        from longrope.models.shipped import shipped_tiny_path
+
+        return str(shipped_tiny_path()), None
     if name_or_path == "smollm2":
         path = smollm2_gguf_path()
         return str(path.parent), path.name
@@ -52,15 +55,19 @@ def resolve_model_path(name_or_path: str) -> tuple[str, str | None]:
         if not (path / "config.json").is_file():
             raise LongRopeError(f"{path} is not a Hugging Face model directory (no config.json)")
         return str(path), None
+    built = built_tiny_path(name_or_path)
+    if built is not None:
+        return str(built), None
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
         return name_or_path, None  # a hub id
     raise LongRopeError(
-        f"model {name_or_path!r} not found: give 'tiny', 'smollm2', a directory, a .gguf file or a hub id")
+        f"model {name_or_path!r} not found: give 'tiny', 'smollm2', the name of a `longrope tiny train` build, "
+        "a directory, a .gguf file or a hub id")
 
 
 def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu"):
-    """Load ``(model, tokenizer)``: ``tiny`` (built on first use), ``smollm2``, an HF directory, a ``.gguf``
-    file (de-quantised by transformers) or a hub id (needs network access)."""
+    """Load ``(model, tokenizer)``: ``tiny`` (shipped with the package), ``smollm2``, a rebuilt tiny model by
+    name, an HF directory, a ``.gguf`` file (de-quantised by transformers) or a hub id (needs network access)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf_file = resolve_model_path(name_or_path)

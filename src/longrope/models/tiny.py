@@ -1,12 +1,15 @@
-"""The built-in tiny Llama: a byte-level BPE tokenizer and a small ``LlamaForCausalLM`` trained from scratch on
-the train split of the Python standard library source, so every feature has a real RoPE model to work on
-without downloading anything.
+"""The built-in tiny Llama: a byte-level BPE tokenizer (digits split one per token) and a small
+``LlamaForCausalLM`` trained from scratch on the train split of the Python standard library source, with a
+retrieval curriculum mixed in (``longrope.data.retrieval``), so every feature has a real RoPE model that can
+retrieve inside its window, without downloading anything.
 
-``ensure_tiny()`` builds it on first use (a few minutes on 2 CPU cores) and returns the cached directory, an
-ordinary Hugging Face directory (config.json, model.safetensors, tokenizer files) that
-``LlamaForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load. A ``COMPLETE`` marker (JSON:
-config, training time, metrics) is the last file written before the directory is moved into place; a
-directory without it is treated as garbage from a killed process, removed and rebuilt.
+The model built from ``TinyConfig.default()`` ships with the package (``longrope.models.shipped``); this module
+is the recipe. ``train_tiny`` builds a model into an ordinary Hugging Face directory (config.json,
+model.safetensors, tokenizer files) that ``LlamaForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained`` load. A ``COMPLETE`` marker (JSON: config, training time, metrics, sha256 of
+every file) is the last file written before the directory is moved into place; a directory without it is
+treated as garbage from a killed process, removed and rebuilt. Training state is checkpointed beside the
+directory, so a killed build resumes where it stopped.
 
 Only ``StdlibCorpus("train")`` is read for training (tokenizer, unigram counts and model); the validation split
 is used for the metrics stored in the marker; the test split is never touched here.
@@ -14,9 +17,11 @@ is used for the metrics stored in the marker; the test split is never touched he
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -26,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import Progress
 
 from longrope.data.corpus import Corpus, Document, StdlibCorpus
+from longrope.data.retrieval import identifier_pool, retrieval_window
 from longrope.data.samples import token_samples
 from longrope.errors import LongRopeError
-from longrope.paths import cache_dir
-from longrope.progress import progress_columns
+from longrope.paths import cache_dir, cache_root
+from longrope.progress import LoggedProgress, progress_columns
 
 MARKER = "COMPLETE"
 TRAIN_DOCUMENTS = "train_documents.txt"
@@ -50,36 +55,42 @@ class TinyConfig:
     vocab_size: int = 4096
     window: int = 256  # L: the trained context window (max_position_embeddings)
     hidden_size: int = 256
-    num_layers: int = 4
+    num_layers: int = 6
     num_heads: int = 8
     num_kv_heads: int = 8
     head_dim: int = 32  # 16 rotary pairs
     intermediate_size: int = 688
     rope_theta: float = 10000.0
-    train_steps: int = 330
+    train_steps: int = 2400
     batch_size: int = 32
     learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1  # cosine decay ends at learning_rate * min_lr_ratio
-    warmup_steps: int = 30
+    warmup_steps: int = 100
     weight_decay: float = 0.1
     seed: int = 0
     max_train_chars: int | None = None  # cap on train-split text (whole documents, in sorted order)
+    checkpoints: int = 20  # training state saved this many times per build, so a killed build resumes
     eval_windows: int = 400  # in-window validation: random windows of `window` tokens
     eval_long_docs: int = 24  # validation documents scored at window * each of eval_scales
     eval_scales: tuple[int, ...] = field(default=(2, 4, 8))
-    # Share of training windows that hide a `PASS_KEY = 12345` line in code and end by asking for it, meant to
-    # teach in-window retrieval. Measured with the default budget: no retrieval learned (0/10 passkeys inside
-    # the window), but validation ppl 55.9 vs 61.1 without it, so it stays; a longer budget may teach copying.
-    retrieval_fraction: float = 0.15
+    eval_span_chars: int = 600  # bits per character on 20 validation spans of this many characters (0: skip)
+    eval_passkey_trials: int = 20  # in-window passkey trials per template, code and the held-out dict (0: skip)
+    # Share of training windows from the retrieval curriculum (longrope.data.retrieval): values defined in
+    # several formats and asked for at the end, so the model learns to retrieve inside its window.
+    retrieval_fraction: float = 0.35
+    retrieval_pairing: str = "mixed"  # fixed formats, or any definition with any question (data.retrieval)
+    # Digits of the retrieved values. Mixed lengths taught the model to stop a 5-digit key early (measured).
+    retrieval_digits: tuple[int, ...] = field(default=(5,))
 
     def __post_init__(self) -> None:
         if self.head_dim % 2 or self.num_heads % self.num_kv_heads:
             raise LongRopeError("head_dim must be even and num_heads a multiple of num_kv_heads")
         self.eval_scales = tuple(self.eval_scales)
+        self.retrieval_digits = tuple(self.retrieval_digits)
 
     @classmethod
     def default(cls) -> TinyConfig:
-        """The built-in model: ~4.2M parameters, trained in about 7-8 minutes on 2 CPU cores."""
+        """The built-in model: 5.8M parameters, about an hour of training on 2 CPU cores (it ships built)."""
         return cls()
 
     @classmethod
@@ -102,6 +113,8 @@ class TinyConfig:
             max_train_chars=1_500_000,
             eval_windows=64,
             eval_long_docs=4,
+            eval_span_chars=60,
+            eval_passkey_trials=0,
             retrieval_fraction=0.0,
         )
 
@@ -118,7 +131,10 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits are single tokens, so copying a number is copying digit tokens (no merges learnt over numbers).
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -184,39 +200,6 @@ def _random_windows(stream: torch.Tensor, count: int, length: int, bos: int, gen
     return torch.cat([torch.full((count, 1), bos, dtype=torch.long), body], dim=1)  # [count, length]
 
 
-_NEUTRAL_COMMENTS = (
-    "# nothing to see here\n", "# keep going\n", "# more text follows\n", "# this line is filler\n",
-    "# the weather is fine today\n", "# read the rest of the file\n",
-)
-
-
-def _retrieval_windows(stream: torch.Tensor, count: int, length: int, tokenizer,
-                       generator: torch.Generator) -> torch.Tensor:
-    """``count`` windows hiding ``PASS_KEY = k`` at a random depth in code (or comment) filler, ending with
-    ``assert PASS_KEY == k``: BOS, filler, key line, filler, question, answer -- exactly ``length`` tokens."""
-    rows = []
-    for _ in range(count):
-        key = int(torch.randint(10000, 100000, (1,), generator=generator))
-        key_ids = tokenizer.encode(f"PASS_KEY = {key}  # the pass key is {key}\n", add_special_tokens=False)
-        tail_ids = tokenizer.encode(f"\nassert PASS_KEY == {key}\n", add_special_tokens=False)
-        room = length - 1 - len(key_ids) - len(tail_ids)
-        if bool(torch.rand(1, generator=generator) < 0.5):
-            start = int(torch.randint(0, stream.numel() - room, (1,), generator=generator))
-            filler = stream[start : start + room].tolist()
-        else:
-            picks = torch.randint(0, len(_NEUTRAL_COMMENTS), (room,), generator=generator).tolist()
-            filler = []
-            for i in picks:
-                filler += tokenizer.encode(_NEUTRAL_COMMENTS[i], add_special_tokens=False)
-                if len(filler) >= room:
-                    break
-            filler = filler[:room]
-        depth = int(torch.randint(0, room + 1, (1,), generator=generator))
-        ids = [tokenizer.bos_token_id] + filler[:depth] + key_ids + filler[depth:] + tail_ids
-        rows.append(torch.tensor(ids[:length], dtype=torch.long))
-    return torch.stack(rows)
-
-
 def evaluate_tiny(model, tokenizer, config: TinyConfig, unigram_counts: np.ndarray) -> dict:
     """Validation metrics: in-window ppl, unigram ppl on the same tokens, first vs last 64 positions, and ppl of
     the same long documents cut to L, 2L, 4L, 8L tokens (truncate mode, BOS first, no RoPE scaling)."""
@@ -253,6 +236,19 @@ def evaluate_tiny(model, tokenizer, config: TinyConfig, unigram_counts: np.ndarr
         long_ppl[str(length)] = math.exp(total.mean().item())
     metrics["long_documents"] = len(samples)
     metrics["ppl_by_length_no_scaling"] = long_ppl
+    # The evaluation layer sits above models/; imported here only, where the trainer measures its result.
+    from longrope.eval.bits_per_char import span_bits_per_char
+    from longrope.eval.passkey import accuracy_by_length, passkey_trials
+
+    if config.eval_span_chars:
+        metrics["bits_per_char"] = span_bits_per_char(model, tokenizer, validation, config.eval_span_chars, 20)
+        metrics["bits_per_char_spans"] = f"20 spans of {config.eval_span_chars} characters"
+    if config.eval_passkey_trials:
+        metrics["passkey_in_window"] = {
+            template: accuracy_by_length(passkey_trials(model, tokenizer, [config.window], config.eval_passkey_trials,
+                                                        template=template, progress=False))[config.window]
+            for template in ("code", "dict")
+        }
     return metrics
 
 
@@ -300,8 +296,8 @@ def _train_documents(config: TinyConfig, corpus: Corpus) -> list[Document]:
     return documents
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(*progress_columns("loss {task.fields[loss]:.3f}"), console=console)
+def _progress(console: Console) -> LoggedProgress:
+    return LoggedProgress(*progress_columns("loss {task.fields[loss]:.3f}"), console=console)
 
 
 def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: bool = True) -> Path:
@@ -339,22 +335,26 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     generator = torch.Generator().manual_seed(config.seed)
+    rng = random.Random(config.seed)  # the retrieval curriculum's draws
+    names = identifier_pool(d.text for d in documents)
 
-    train_started = time.perf_counter()
-    losses: list[float] = []
+    checkpoint = checkpoint_path(out_dir)
+    trainables = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    done, losses, seconds_before = _resume(checkpoint, config, trainables, generator, rng, console)
+    train_started = time.perf_counter() - seconds_before
     model.train()
     with _progress(console) as bar:
         task = bar.add_task(
-            f"training {n_params / 1e6:.1f}M params", total=config.train_steps, loss=float("nan")
+            f"training {n_params / 1e6:.1f}M params", total=config.train_steps, loss=float("nan"), completed=done
         )
-        log_every = max(1, config.train_steps // 10)
-        for step in range(config.train_steps):
+        save_every = max(1, config.train_steps // config.checkpoints)
+        for step in range(done, config.train_steps):
             batch = _random_windows(
                 stream, config.batch_size, config.window, tokenizer.bos_token_id, generator
             )
-            n_retrieval = round(config.batch_size * config.retrieval_fraction)
-            if n_retrieval:
-                batch[:n_retrieval] = _retrieval_windows(stream, n_retrieval, config.window, tokenizer, generator)
+            for row in range(round(config.batch_size * config.retrieval_fraction)):
+                batch[row] = retrieval_window(stream, config.window, tokenizer, names, rng,
+                                              config.retrieval_pairing, config.retrieval_digits)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             loss.backward()
@@ -365,8 +365,9 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
             losses.append(loss.item())
             smooth = sum(losses[-20:]) / len(losses[-20:])
             bar.update(task, advance=1, loss=smooth)
-            if not console.is_terminal and (step + 1) % log_every == 0:
-                console.print(f"step {step + 1}/{config.train_steps} loss {smooth:.3f}")
+            if (step + 1) % save_every == 0 and step + 1 < config.train_steps:
+                _save_checkpoint(checkpoint, config, trainables, generator, rng, step + 1, losses,
+                                 time.perf_counter() - train_started)
     train_seconds = time.perf_counter() - train_started
 
     console.print("evaluating on the validation split")
@@ -384,25 +385,97 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
         "metrics": metrics,
     }
     _save(out_dir, model, tokenizer, documents, marker)
+    checkpoint.unlink(missing_ok=True)
     console.print(f"saved to {out_dir}")
     return out_dir
 
 
+def checkpoint_path(out_dir: Path) -> Path:
+    """Where a build of ``out_dir`` keeps its training state (beside it, hidden) until the model is saved."""
+    return out_dir.parent / f".{out_dir.name}.checkpoint.pt"
+
+
+def _save_checkpoint(path: Path, config: TinyConfig, trainables: dict, generator: torch.Generator,
+                     rng: random.Random, step: int, losses: list[float], seconds: float) -> None:
+    """Everything needed to continue exactly where training stopped, written atomically."""
+    state = {name: obj.state_dict() for name, obj in trainables.items()}
+    state.update(config=config.to_json(), step=step, losses=losses, seconds=seconds,
+                 generator=generator.get_state(), rng=rng.getstate())
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _resume(path: Path, config: TinyConfig, trainables: dict, generator: torch.Generator, rng: random.Random,
+            console: Console) -> tuple[int, list[float], float]:
+    """(steps done, losses, training seconds so far) from the checkpoint of an interrupted build of the same
+    config, or a fresh start; a checkpoint of another config or that cannot be read is ignored."""
+    if not path.is_file():
+        return 0, [], 0.0
+    try:
+        state = torch.load(path, weights_only=False)
+        if state["config"] != config.to_json():
+            console.print(f"ignoring {path}: it belongs to another configuration")
+            return 0, [], 0.0
+        for name, obj in trainables.items():
+            obj.load_state_dict(state[name])
+        generator.set_state(state["generator"])
+        rng.setstate(state["rng"])
+    except Exception as exc:  # a damaged checkpoint costs the time it saved, never the build
+        console.print(f"ignoring unreadable checkpoint {path} ({type(exc).__name__})")
+        return 0, [], 0.0
+    console.print(f"resuming an interrupted build at step {state['step']}/{config.train_steps}")
+    return state["step"], state["losses"], state["seconds"]
+
+
 def _save(out_dir: Path, model, tokenizer, documents: list[Document], marker: dict) -> None:
-    """Write everything into a temporary sibling, marker last, then move it into place."""
+    """Write everything into a temporary sibling, marker last (with every file's sha256), then move it in."""
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / TRAIN_DOCUMENTS).write_text("".join(f"{d.id}\n" for d in documents))
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+        write_marker(tmp, marker)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.rename(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_marker(directory: Path, marker: dict) -> None:
+    """Write the ``COMPLETE`` marker: ``marker`` plus the sha256 of every other file in ``directory``."""
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != MARKER)
+    marker = {**marker, "sha256": {p.name: file_sha256(p) for p in files}}
+    (directory / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+def verify_files(path: str | Path, rebuild_hint: str) -> dict:
+    """The marker of ``path`` after checking every file it lists against its sha256; a missing or changed
+    file raises ``LongRopeError`` naming it and ``rebuild_hint`` (what to do about it)."""
+    path = Path(path)
+    marker = tiny_metrics(path)
+    for name, expected in marker.get("sha256", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise LongRopeError(f"model file {file} is missing; {rebuild_hint}")
+        if file_sha256(file) != expected:
+            raise LongRopeError(f"model file {file} is damaged (its sha256 differs from the marker's); "
+                                f"{rebuild_hint}")
+    return marker
 
 
 # ------------------------------------------------------------------------------------------ cache access
@@ -466,11 +539,29 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def built_tiny_path(name: str) -> Path | None:
+    """The cache directory of a finished ``longrope tiny train`` build called ``name`` (``tiny-stdlib``,
+    ``tiny-stdlib-steps500``, ...) after checking its files, or None when there is no such build."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = cache_root() / "models" / name
+    if not is_complete(path):
+        return None
+    verify_files(path, f"rebuild it with `longrope tiny train --force` (or delete {path})")
+    return path
+
+
 def load_tiny(config: TinyConfig | None = None):
-    """``(model, tokenizer)`` of the built-in tiny model, building it first if needed."""
+    """``(model, tokenizer)``: the model shipped with the package, or with ``config`` that build from the cache
+    (trained first if needed)."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    path = ensure_tiny(config)
+    if config is None:
+        from longrope.models.shipped import shipped_tiny_path
+
+        path = shipped_tiny_path()
+    else:
+        path = ensure_tiny(config)
     return LlamaForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 

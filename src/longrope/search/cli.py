@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 
 from longrope.errors import LongRopeError
+from longrope.validation import check_number, check_output_dir
 
 console = Console()
 
@@ -82,49 +84,59 @@ def search_command(
     Writes best_spec.json, evaluations.jsonl, convergence.png, result.json and search_state.json to --out.
     Run on several processes with: torchrun --nproc-per-node N -m longrope search ...
     """
-    from longrope.models.loading import load_model
     from longrope.rope import LongRopeSpec, load_spec
-    from longrope.search.distributed import init_from_env, local_device, shutdown
     from longrope.search.evolution import SearchConfig, search, search_short
 
+    # Everything below is checked before torchrun's process group or the model: a mistake costs no compute.
+    check_number("--racing-z", racing_z)  # negative is the exact rule; only NaN and infinities are mistakes
+    out = check_output_dir("--out", out)
     if factor is None and length is None and not short:
         raise LongRopeError("give --factor or --length")
+    config = SearchConfig(
+        factor=factor,
+        target_length=length,
+        population=population,
+        mutations=mutations,
+        crossovers=crossovers,
+        parents=parents,
+        generations=generations,
+        max_evaluations=max_evaluations,
+        lambda_max=lambda_max,
+        search_n_hat=n_hat,
+        search_attention=attention,
+        longrope2=longrope2,
+        critical_pair=critical_pair,
+        docs=docs,
+        corpus=corpus,
+        split=split,
+        needle=needle,
+        seed=seed,
+        batch=batch,
+        racing=racing,
+        racing_z=None if racing_z < 0 else racing_z,
+        racing_rank=racing_rank or None,
+        dtype=dtype,
+        factor_file=str(factor_file) if factor_file else None,
+    )
+    spec = None
+    if short:
+        if long_spec is None:
+            raise LongRopeError("--short needs --long-spec: the long spec whose short factors to search")
+        spec = load_spec(long_spec)
+        if not isinstance(spec, LongRopeSpec):
+            raise LongRopeError(f"{long_spec} is a {spec.method} spec; --short needs a longrope spec")
+        dataclasses.replace(config, factor=spec.factor, target_length=None).validate()  # as search_short sees it
+    else:
+        config.validate()
+
+    from longrope.models.loading import load_model
+    from longrope.search.distributed import init_from_env, local_device, shutdown
+
     comm = init_from_env()
     try:
         loaded, tokenizer = load_model(model, dtype=dtype, device=local_device())
-        config = SearchConfig(
-            factor=factor,
-            target_length=length,
-            population=population,
-            mutations=mutations,
-            crossovers=crossovers,
-            parents=parents,
-            generations=generations,
-            max_evaluations=max_evaluations,
-            lambda_max=lambda_max,
-            search_n_hat=n_hat,
-            search_attention=attention,
-            longrope2=longrope2,
-            critical_pair=critical_pair,
-            docs=docs,
-            corpus=corpus,
-            split=split,
-            needle=needle,
-            seed=seed,
-            batch=batch,
-            racing=racing,
-            racing_z=None if racing_z < 0 else racing_z,
-            racing_rank=racing_rank or None,
-            dtype=dtype,
-            factor_file=str(factor_file) if factor_file else None,
-        )
         show = progress and comm.is_main
-        if short:
-            if long_spec is None:
-                raise LongRopeError("--short needs --long-spec: the long spec whose short factors to search")
-            spec = load_spec(long_spec)
-            if not isinstance(spec, LongRopeSpec):
-                raise LongRopeError(f"{long_spec} is a {spec.method} spec; --short needs a longrope spec")
+        if spec is not None:
             result = search_short(
                 loaded, tokenizer, spec, config, out, resume=resume, progress=show, comm=comm
             )

@@ -66,6 +66,7 @@ from longrope.search.state import (
     save_state,
     stable_hash,
 )
+from longrope.validation import check_number
 
 SPEC_FILE = "best_spec.json"
 LOG_FILE = "evaluations.jsonl"
@@ -130,15 +131,28 @@ class SearchConfig:
     chunk: int = 1024
 
     def validate(self) -> None:
+        """Raise `LongRopeError` for settings no model can make work; needs no model, so callers check early."""
         if self.factor is None and self.target_length is None:
             raise LongRopeError("give the scale factor s or the target length")
+        check_number("factor", self.factor)
+        if self.factor is not None and self.factor <= 1:
+            raise LongRopeError(
+                f"factor must be > 1 so that the target length is above the model's original window, got {self.factor}"
+            )
+        check_number("target_length", self.target_length, minimum=2)
+        check_number("lambda_max", self.lambda_max, minimum=1)
+        check_number("critical_pair", self.critical_pair, minimum=0)
+        check_number("attention_min", self.attention_min, above=0)
+        check_number("attention_max", self.attention_max, minimum=self.attention_min)
+        check_number("attention_factor", self.attention_factor, above=0)
+        check_number("racing_z", self.racing_z)
         for name in ("population", "parents", "docs", "batch"):
             if getattr(self, name) < 1:
                 raise LongRopeError(
                     f"{name} must be >= 1 (got {getattr(self, name)}): the search budget is zero"
                 )
-        if self.generations < 0 or self.mutations < 0 or self.crossovers < 0:
-            raise LongRopeError("generations, mutations and crossovers must be >= 0")
+        for name in ("generations", "mutations", "crossovers"):
+            check_number(name, getattr(self, name), minimum=0)
         if self.generations > 0 and self.mutations + self.crossovers == 0:
             raise LongRopeError("a generation needs at least one mutation or crossover")
         if self.parents > self.population:
@@ -152,7 +166,7 @@ class SearchConfig:
         if self.split == "test":
             raise LongRopeError("the search must not use the test split (it is for the final evaluation)")
         if self.racing_rank is not None and not 1 <= self.racing_rank <= self.parents:
-            raise LongRopeError(f"racing rank must be in 1..parents ({self.parents}), got {self.racing_rank}")
+            raise LongRopeError(f"racing_rank must be in 1..parents ({self.parents}), got {self.racing_rank}")
         if self.racing_z is not None and self.racing_z < 0:
             raise LongRopeError("racing z must be >= 0 (None: exact racing)")
 

@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 
-from longrope.progress import progress_columns
+from longrope.progress import LoggedProgress, progress_columns
 
 
 class EvaluationLog:
@@ -53,7 +52,7 @@ def plot_convergence(history: list[dict], path: Path, title: str = "LongRoPE sea
     return save_figure(fig, path)
 
 
-def search_progress(console: Console) -> Progress:
-    return Progress(
+def search_progress(console: Console) -> LoggedProgress:
+    return LoggedProgress(
         *progress_columns("best ppl {task.fields[best]}", remaining_label="left"), console=console, transient=False
     )

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from longrope.atomic import atomic_write_bytes
 from longrope.errors import LongRopeError
 
 STATE_FORMAT = "longrope-search-state"
@@ -120,17 +119,7 @@ class SearchState:
 
 def save_state(state: SearchState, path: Path) -> None:
     """Write the state next to ``path`` and move it into place (a killed process never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state.to_json(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, json.dumps(state.to_json()).encode(), fsync=True)
 
 
 def load_state(path: Path, config_hash: str) -> SearchState:

@@ -7,13 +7,16 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from longrope.validation import check_output_dir
+
 console = Console()
 
 
 def finetune_command(
     model: str = typer.Option("tiny", "--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id."),
     spec: Path = typer.Option(..., "--spec", help="Scaling spec JSON (e.g. best_spec.json of a search)."),
-    length: int = typer.Option(..., "--length", help="Tokens per training sequence (the extended length)."),
+    length: int = typer.Option(..., "--length", help="Tokens per training sequence (the extended length; "
+                               "with --pose the short window N)."),
     steps: int = typer.Option(..., "--steps", help="Optimizer steps."),
     schedule: str = typer.Option("linear", "--schedule", help="linear (2e-5, linear decay) or constant (1e-6)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's preset)."),
@@ -22,6 +25,10 @@ def finetune_command(
     accum: int = typer.Option(1, "--accum", help="Micro-batches per optimizer step (gradient accumulation)."),
     mixed: bool = typer.Option(False, "--mixed", help="LongRoPE2 mixed context window training: alternate short "
                                "documents with the original RoPE and long ones with the scaled RoPE."),
+    pose: bool = typer.Option(False, "--pose", help="PoSE: train on --length windows whose position ids skip "
+                              "through --target-length (needs it)."),
+    target_length: int | None = typer.Option(None, "--target-length", help="PoSE's target length L' (> --length)."),
+    pose_chunks: int = typer.Option(2, "--pose-chunks", help="PoSE: chunks per window (>= 2)."),
     corpus: str = typer.Option("stdlib", "--corpus", help="Training documents (train split): stdlib, a path, hf:NAME."),
     save_every: int = typer.Option(0, "--save-every", help="Checkpoint every N steps (0: only the final model)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
@@ -46,9 +53,11 @@ def finetune_command(
     from longrope.train.finetuning import finetune
 
     config = FinetuneConfig(length=length, steps=steps, schedule=schedule, lr=lr, warmup_steps=warmup,
-                            batch_size=batch, accum=accum, mixed=mixed, corpus=corpus, save_every=save_every,
+                            batch_size=batch, accum=accum, mixed=mixed, pose=pose, target_length=target_length,
+                            pose_chunks=pose_chunks, corpus=corpus, save_every=save_every,
                             mixed_precision=precision, gradient_checkpointing=checkpointing, seed=seed)
     scaling = load_spec(spec)
+    out = check_output_dir("--out", out)  # the config checked the numbers: all before the model loads
     loaded, tokenizer = load_model(model, dtype=dtype)
     path = finetune(loaded, tokenizer, scaling, config, out, resume=resume, progress=progress)
     console.print(f"fine-tuned model: {path}")
@@ -65,9 +74,12 @@ def extend_command(
     Each stage writes --out/NN-kind/ and a DONE marker; re-running the same command after an interruption
     skips finished stages and resumes the one that was running.
     """
+    from longrope.train.plan import load_plan
     from longrope.train.progressive import extend
 
-    final = extend(plan, out, resume=resume, progress=progress)
+    loaded_plan = load_plan(plan)  # a bad plan or --out fails here, before the first stage
+    out = check_output_dir("--out", out)
+    final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan)
     console.print(f"final spec: {final}")
 
 

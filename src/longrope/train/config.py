@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from longrope.errors import LongRopeError
+from longrope.train.pose import check_pose
 
 SCHEDULES = {"linear": 2e-5, "constant": 1e-6}
 MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
@@ -27,7 +28,7 @@ MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
 class FinetuneConfig:
     """A fine-tuning run at an extended length.
 
-    length: tokens per training sequence (the extended window L' to train at).
+    length: tokens per training sequence (the extended window L' to train at; with ``pose``, the short window N).
     steps: optimizer steps (each ``batch_size * accum`` sequences per process).
     schedule / lr / warmup_steps: see the module docstring; ``lr=None`` takes the schedule's preset.
     batch_size: sequences per micro-batch; accum: micro-batches per optimizer step.
@@ -40,6 +41,9 @@ class FinetuneConfig:
     gradient_checkpointing: recompute activations in backward (memory for compute; needed at long lengths).
     mixed_precision: ``auto`` = bf16 where the device supports it (CPU and recent GPUs), else fp32.
     loss_chunk: positions per output-head chunk of the loss (no [tokens x vocab] logits tensor).
+    pose: PoSE (`longrope.train.pose`) — ``length`` is then the short training window N, and each long
+        sequence gets position ids in ``pose_chunks`` chunks skipping through ``[0, target_length)``;
+        target_length (L', required with pose) is also declared to the scaled RoPE as the sequence length.
     """
 
     length: int
@@ -61,6 +65,9 @@ class FinetuneConfig:
     mixed_precision: str = "auto"
     loss_chunk: int = 1024
     log_every: int = 10
+    pose: bool = False
+    pose_chunks: int = 2
+    target_length: int | None = None
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -88,6 +95,16 @@ class FinetuneConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise LongRopeError(
                 f"fine-tune: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"
+            )
+        if not isinstance(self.pose, bool):
+            raise LongRopeError(f"fine-tune: pose must be true or false, got {self.pose!r}")
+        if self.pose:
+            if self.target_length is None:
+                raise LongRopeError("fine-tune: pose needs target_length, the extended length L' its positions span")
+            check_pose(self.length, self.target_length, self.pose_chunks)
+        elif self.target_length is not None:
+            raise LongRopeError(
+                "fine-tune: target_length is PoSE's target; set pose = true, or train at length = the target"
             )
         if self.warmup_steps >= self.steps and self.warmup_steps:
             raise LongRopeError(
@@ -128,4 +145,7 @@ class FinetuneConfig:
         data = self.to_dict()
         for name in ("save_every", "keep_checkpoints", "log_every"):
             data.pop(name)
+        if not self.pose:  # so runs started before PoSE existed still resume
+            for name in ("pose", "pose_chunks", "target_length"):
+                data.pop(name)
         return json.dumps(data, sort_keys=True)

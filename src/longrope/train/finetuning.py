@@ -12,6 +12,8 @@ Recipe, as in the LongRoPE paper (section 4.1) and LongRoPE2 (section 3.3):
   (``linear`` from 2e-5, ``constant`` 1e-6, or a custom peak ``lr``), gradient accumulation, gradient clipping;
 - optional LongRoPE2 mixed context window training: micro-batches alternate between long sequences with the
   scaled RoPE and short ones (original window) packed from short documents with the model's original RoPE;
+- optional PoSE (``pose``): long sequences are short windows whose position ids skip through ``target_length``
+  (`longrope.train.pose`), with ``target_length`` declared to the scaled RoPE (LongRoPE then uses long factors);
 - checkpoints every ``save_every`` steps (model, optimizer, scheduler, RNG states, step), written to a
   temporary directory and renamed into place, so a killed run resumes from the last complete one;
 - the result is a Hugging Face directory whose config.json keeps the model's ORIGINAL rope config (so stock
@@ -44,6 +46,7 @@ from longrope.eval.report import progress_bar
 from longrope.rope import RopeSpec, load_spec, save_spec
 from longrope.train.config import FinetuneConfig
 from longrope.train.data import PackedSequences
+from longrope.train.pose import pose_batch
 
 SPEC_FILE = "longrope_spec.json"  # beside config.json in a fine-tuned model directory
 SUMMARY_FILE = "longrope_finetune.json"  # written last into the model directory: its completeness marker
@@ -72,9 +75,16 @@ class ChunkedCausalLMLoss(nn.Module):
         self.model = model
         self.chunk = chunk
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``position_ids`` [B, T] (e.g. PoSE's skipping ids); None: 0..T-1 as usual."""
         decoder, head = decoder_and_head(self.model)
-        hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[:, :-1]  # [B, T-1, H]
+        mask = None
+        if position_ids is not None:
+            # Without a mask, transformers (5.x) reads jumps in position ids as packed documents and attends only
+            # within each piece; PoSE's chunks are one text, so an all-ones mask keeps plain causal attention.
+            mask = torch.ones_like(input_ids)
+        hidden = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                         use_cache=False).last_hidden_state[:, :-1]  # [B, T-1, H]
         labels = input_ids[:, 1:]  # [B, T-1]
         scale = getattr(self.model, "logit_scale", None)
         total = hidden.new_zeros((), dtype=torch.float32)
@@ -277,9 +287,10 @@ def finetune(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig
     window = geometry.original_window
     spec = spec.with_window(window)
     short_length = config.short_length or window
-    if config.mixed and short_length >= config.length:
+    long_length = config.target_length if config.pose else config.length  # what a long sequence stands for
+    if config.mixed and short_length >= long_length:
         raise LongRopeError(
-            f"mixed training: the short length ({short_length}) must be below the training length ({config.length})"
+            f"mixed training: the short length ({short_length}) must be below the training length ({long_length})"
         )
 
     corpus = get_corpus(config.corpus, "train")
@@ -364,9 +375,16 @@ def finetune(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig
                 first = (ordinal * world + rank) * config.batch_size
                 batch = data.batch(range(first, first + config.batch_size)).to(accelerator.device)
                 switch.use(kind)
-                with accelerator.accumulate(wrapper):
+                positions, declared = None, contextlib.nullcontext()
+                if config.pose and kind == "long":
+                    positions = pose_batch(config.length, config.target_length, config.pose_chunks, config.seed,
+                                           range(first, first + config.batch_size)).to(accelerator.device)
+                    # The window stands for a sequence of target_length tokens: length-dependent specs
+                    # (LongRoPE long factors, dynamic NTK) must choose their tables for that length.
+                    declared = patch.sequence_length(inner, config.target_length)
+                with accelerator.accumulate(wrapper), declared:
                     with accelerator.autocast():
-                        loss = wrapper(batch)
+                        loss = wrapper(batch, position_ids=positions)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm:
                         accelerator.clip_grad_norm_(wrapper.parameters(), config.max_grad_norm)

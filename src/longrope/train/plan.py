@@ -18,6 +18,7 @@ A plan file::
     kind = "finetune"              # fine-tune with the latest searched spec
     length = 1024                  # required
     steps = 150                    # required; other keys: FinetuneConfig fields (lr, schedule, mixed, ...)
+    # pose = true                  # PoSE: `length` is then the short window, target_length = 4096 its target
 
     [[stages]]
     kind = "search"                # second search, on the fine-tuned model; factor must grow
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -108,8 +110,8 @@ def default_plan_path() -> Path:
 
 def _number(stage: Stage, key: str, positive: bool = True) -> float:
     value = stage.settings.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise LongRopeError(f"{stage.field_name(key)} must be a number, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise LongRopeError(f"{stage.field_name(key)} must be a finite number, got {value!r}")  # TOML has inf, nan
     if positive and not value > 0:
         raise LongRopeError(f"{stage.field_name(key)} must be > 0, got {value!r}")
     return float(value)

@@ -273,10 +273,12 @@ def check_lengths(plan: Plan, tokenizer, window: int, stages: list[Stage]) -> No
     for stage, split, length in stage_lengths(plan, window):
         if stage.index not in pending:
             continue
-        if stage.kind in ("search", "finetune") and length <= window:
-            key = "length" if "length" in stage.settings else "factor"
+        key, extended = ("length" if "length" in stage.settings else "factor"), length
+        if "target_length" in stage.settings:  # a PoSE fine-tune: short windows, the target extends the window
+            key, extended = "target_length", int(stage.settings["target_length"])
+        if stage.kind in ("search", "finetune") and extended <= window:
             raise LongRopeError(
-                f"{stage.field_name(key)}: {length} tokens is not beyond the model's original window ({window})"
+                f"{stage.field_name(key)}: {extended} tokens is not beyond the model's original window ({window})"
             )
         corpus = get_corpus(plan.corpus, split)
         lengths = document_lengths(corpus, tokenizer)
