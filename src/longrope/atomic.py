@@ -1,9 +1,11 @@
-"""Files that are never seen half-written: write a temporary sibling, then ``os.replace`` it into place."""
+"""Files and directories that are never seen half-written: write a temporary sibling, then rename it into place."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -44,4 +46,30 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> Pa
     return path
 
 
-__all__ = ["atomic_write_bytes"]
+def atomic_dir(final: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a temporary sibling ``.NAME.tmp-PID`` of ``final``, then move it into place.
+
+    An existing ``final`` is moved aside and removed only once the new directory is in place, so an
+    interruption leaves the old directory or the new one; the temporary directory goes on every exit path.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        write(tmp)
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+__all__ = ["atomic_dir", "atomic_write_bytes"]

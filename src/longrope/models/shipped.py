@@ -11,12 +11,12 @@ logits, and the sha256 of every file, checked on every load).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
+from longrope.atomic import atomic_dir
 from longrope.errors import LongRopeError
 from longrope.models.tiny import MARKER, TRAIN_DOCUMENTS, tiny_metrics, verify_files, write_marker
 
@@ -52,12 +52,10 @@ def package_tiny(built_dir: str | Path, dest: str | Path = SHIPPED_DIR) -> Path:
     with every file's sha256; ``dest`` is replaced atomically."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    built_dir, dest = Path(built_dir), Path(dest)
+    built_dir = Path(built_dir)
     marker = tiny_metrics(built_dir)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
+
+    def write(tmp: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(built_dir)
         LlamaForCausalLM.from_pretrained(built_dir, dtype=torch.bfloat16).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -67,13 +65,8 @@ def package_tiny(built_dir: str | Path, dest: str | Path = SHIPPED_DIR) -> Path:
         marker["weights_dtype"] = "bfloat16"
         marker["reference"] = {"prompt": REFERENCE_PROMPT, "logits": reference_logits(model, tokenizer)}
         write_marker(tmp, marker)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+
+    return atomic_dir(dest, write)
 
 
 def shipped_marker() -> dict:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
+from longrope.atomic import atomic_dir
 from longrope.data.corpus import Corpus, Document, StdlibCorpus
 from longrope.data.retrieval import identifier_pool, retrieval_window
 from longrope.data.samples import token_samples
@@ -433,19 +434,14 @@ def _resume(path: Path, config: TinyConfig, trainables: dict, generator: torch.G
 
 def _save(out_dir: Path, model, tokenizer, documents: list[Document], marker: dict) -> None:
     """Write everything into a temporary sibling, marker last (with every file's sha256), then move it in."""
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / TRAIN_DOCUMENTS).write_text("".join(f"{d.id}\n" for d in documents))
         write_marker(tmp, marker)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_dir(out_dir, write)
 
 
 def file_sha256(path: Path) -> str:

@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from longrope import patch
+from longrope.atomic import atomic_dir
 from longrope.data.corpus import get_corpus
 from longrope.errors import LongRopeError
 from longrope.eval.loss import decoder_and_head, hidden_nll
@@ -101,27 +102,6 @@ class ChunkedCausalLMLoss(nn.Module):
 # ------------------------------------------------------------------------------------------- saving, loading
 
 
-def _atomic_dir(final: Path, write) -> Path:
-    """Run ``write(tmp)`` on a temporary sibling of ``final``, then move it into place (replacing ``final``)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        write(tmp)
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
 def save_finetuned(model: nn.Module, tokenizer, spec: RopeSpec, out_dir: str | Path, summary: dict | None = None,
                    state_dict: dict | None = None) -> Path:
     """Save ``model`` (its config keeps the original rope settings), ``tokenizer`` and ``spec`` as an HF directory.
@@ -138,7 +118,7 @@ def save_finetuned(model: nn.Module, tokenizer, spec: RopeSpec, out_dir: str | P
         save_spec(spec, tmp / SPEC_FILE)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary or {}, indent=2) + "\n")
 
-    return _atomic_dir(out_dir, write)
+    return atomic_dir(out_dir, write)
 
 
 def finetuned_dir(path: str | Path) -> Path:
