@@ -125,7 +125,11 @@ def main() -> int:
     # increasing: 8x must cost more than 1x, and no doubling may get more than 20% cheaper (timer noise on a
     # shared machine can make two near-equal short timings swap; a real drop cannot be noise)
     if times[-1] <= times[0] or any(b < 0.8 * a for a, b in zip(times, times[1:])):
-        failures.append("times do not increase with length: " + ", ".join(f"{t:.4f}" for t in times))
+        message = "times do not increase with length: " + ", ".join(f"{t:.4f}" for t in times)
+        if args.quick:  # millisecond timings of a smoke run on a shared machine are noise: say it, do not fail
+            print(f"note (quick mode, not checked): {message}")
+        else:
+            failures.append(message)
     # the exponent over the last doubling says where the curve is heading
     tail = math.log(times[-1] / times[-2]) / math.log(2)
     print(f"log-log fit over {lengths[0]}..{lengths[-1]}: time ~ length^{exponent:.2f} (last doubling: ^{tail:.2f})")

@@ -47,3 +47,44 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_bytes(tmp_path / "out.bin", "text, not bytes")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
+    from longrope.atomic import atomic_dir, sweep_stale
+
+    dead, alive = _dead_pid(), os.getpid()
+    out = tmp_path / "export"
+    stale = [tmp_path / f".export.{dead}-0a1b.tmp", tmp_path / f".export.partial-{dead}",
+             tmp_path / f".export.tmp-{dead}"]
+    stale[0].write_text("half")
+    for directory in stale[1:]:
+        directory.mkdir()
+        (directory / "weights").write_text("half")
+    live = tmp_path / f".export.{alive + 10**6}-beef.tmp"  # no such process either: swept
+    keep = tmp_path / ".export.tmp-1"  # pid 1 runs (init): not ours to remove
+    live.write_text("x")
+    keep.mkdir()
+    atomic_dir(out, lambda d: (d / "f").write_text("new"))
+    assert (out / "f").read_text() == "new"
+    assert not any(p.exists() for p in [*stale, live]) and keep.exists()
+    assert sweep_stale(out) == []
+
+
+def test_an_old_copy_left_between_the_two_renames_is_restored(tmp_path):
+    from longrope.atomic import sweep_stale
+
+    out = tmp_path / "model"
+    old = tmp_path / f".model.old-{_dead_pid()}"
+    old.mkdir()
+    (old / "weights").write_text("the only good copy")
+    assert sweep_stale(out) == []
+    assert (out / "weights").read_text() == "the only good copy" and not old.exists()

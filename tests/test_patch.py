@@ -203,3 +203,13 @@ def test_bad_apply_arguments():
     apply(model, [NoScaling(), NoScaling()])
     with pytest.raises(LongRopeError, match="2 per-row specs are applied but the batch has 3 rows"):
         logits(model, torch.randint(3, 97, (3, 10)))
+
+
+def test_a_spec_made_for_another_window_is_refused():
+    """A SmolLM2 spec (window 8192) on a model whose window is 64 would switch and scale at the wrong length."""
+    model = tiny_model("llama")  # window 64, 8 rotary pairs
+    foreign = LongRopeSpec(long_factor=[2.0] * 8, factor=2.0, original_window=8192)
+    with pytest.raises(LongRopeError, match="original window of 8192 tokens, but the model's is 64"):
+        apply(model, foreign)
+    apply(model, LongRopeSpec(long_factor=[2.0] * 8, factor=2.0))  # no window: the model's is used
+    apply(model, LongRopeSpec(long_factor=[2.0] * 8, factor=2.0, original_window=64))

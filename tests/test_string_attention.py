@@ -252,7 +252,7 @@ def test_chunked_prefill_with_cache_equals_one_pass():
     with torch.no_grad():
         full = model(ids).logits
         cache = DynamicCache(config=model.config)
-        pieces = [model(ids[:, a:b], past_key_values=cache, use_cache=True).logits
+        pieces = [model(ids[:, a:b], cache=cache, use_cache=True).logits
                   for a, b in ((0, 33), (33, 34), (34, 70), (70, 90))]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=0)
 

@@ -222,10 +222,24 @@ def search_cases():
     return (floats | racing | ints).map(lambda c: (["search", "--factor", "4"], c[0], c[1]))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=eval_cases() | search_cases())
-def test_any_bad_number_is_one_line_before_any_work(tmp_path, case):
+FINETUNE_INTS = {"--steps": 1, "--batch": 1, "--accum": 1, "--length": 2}
+
+
+def finetune_and_export_cases():
+    ints = st.sampled_from(sorted(FINETUNE_INTS.items())).flatmap(
+        lambda item: st.tuples(st.just(item[0]), st.integers(max_value=item[1] - 1).map(str)))
+    lr = st.tuples(st.just("--lr"), bad_float(0, strict=True))
+    finetune = (ints | lr).map(lambda c: (["finetune", "--spec", "SPEC", "--length", "64", "--steps", "5"], *c))
+    window = st.tuples(st.just(["export", "tiny", "--spec", "SPEC"]), st.just("--window"),
+                       st.integers(max_value=0).map(str))
+    return finetune | window
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=eval_cases() | search_cases() | finetune_and_export_cases())
+def test_any_bad_number_is_one_line_before_any_work(tmp_path, spec_file, case):
     prefix, option, text = case
+    prefix = [spec_file if a == "SPEC" else a for a in prefix]
     out = tmp_path / "never-written"
     code, err = run(*prefix, f"{option}={text}", "--out", out)
     value = text.split(",")[-1].removesuffix("x") if option == "--lengths" else text

@@ -1,12 +1,61 @@
-"""Files and directories that are never seen half-written: write a temporary sibling, then rename it into place."""
+"""Files and directories that are never seen half-written: write a temporary sibling, then rename it into place.
+
+Every temporary name carries the writer's process id (``.NAME.PID-TAG.tmp``, ``.NAME.tmp-PID``,
+``.NAME.old-PID``), so a later writer of the same output removes the leftovers of a process that was killed
+(SIGKILL, power cut) instead of letting them pile up beside the output. Liveness is judged on this machine.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this id runs on this machine (or cannot be signalled: someone else's)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(path: str | Path) -> list[Path]:
+    """Remove the temporary siblings of ``path`` left by processes that no longer run; return what went.
+
+    A moved-aside old copy is put back instead when ``path`` itself is missing.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)-[0-9a-f]+\.tmp|(tmp|old|partial)-(\d+))$")
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        match = pattern.match(sibling.name)
+        if match is None:
+            continue
+        pid = int(match.group(1) or match.group(3))
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        if match.group(2) == "old" and not path.exists():
+            os.rename(sibling, path)  # killed between the two renames of atomic_dir: the old copy is the only one
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
+        removed.append(sibling)
+    return removed
 
 
 def _create_sibling(path: Path) -> tuple[int, Path]:
@@ -17,12 +66,22 @@ def _create_sibling(path: Path) -> tuple[int, Path]:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def temporary_sibling(path: str | Path) -> Path:
+    """A fresh, empty temporary file beside ``path`` (stale ones swept) for writers that need a file name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(path)
+    fd, tmp = _create_sibling(path)
+    os.close(fd)
+    return tmp
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> Path:
@@ -32,6 +91,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> Pa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(path)
     fd, tmp = _create_sibling(path)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -54,6 +114,7 @@ def atomic_dir(final: str | Path, write: Callable[[Path], None]) -> Path:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -72,4 +133,4 @@ def atomic_dir(final: str | Path, write: Callable[[Path], None]) -> Path:
     return final
 
 
-__all__ = ["atomic_dir", "atomic_write_bytes"]
+__all__ = ["atomic_dir", "atomic_write_bytes", "process_alive", "sweep_stale", "temporary_sibling"]

@@ -35,10 +35,11 @@ def _register() -> None:
     from longrope.export import cli as export_cli
     from longrope.models import info
     from longrope.models.cli import tiny_app
+    from longrope.presets import cli as presets_cli
     from longrope.search import cli as search_cli
     from longrope.train import cli as train_cli
 
-    for module in (info, search_cli, train_cli, export_cli, demo):
+    for module in (info, search_cli, train_cli, export_cli, presets_cli, demo):
         module.register(app)
     app.add_typer(tiny_app, name="tiny")
     app.add_typer(eval_app, name="eval")
@@ -47,10 +48,34 @@ def _register() -> None:
 _register()
 
 
+def _keyboard_interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def _report_interrupt(exc: KeyboardInterrupt) -> None:
+    from longrope.interrupts import interrupt_message
+
+    err_console.print("[bold yellow]interrupted:[/]", escape(interrupt_message(exc)))
+    sys.exit(130)
+
+
 def main() -> None:
-    """Console entry point: user errors become one red line and exit code 2, never a traceback."""
+    """Console entry point: user errors become one red line and exit code 2, never a traceback; Ctrl-C says
+    what was saved and how to continue (exit code 130)."""
     try:
         app()
+    except SystemExit as exc:  # typer turns Ctrl-C into exit 130; the KeyboardInterrupt is in the chain
+        interrupt = _keyboard_interrupt_in(exc)
+        if interrupt is None:
+            raise
+        _report_interrupt(interrupt)
+    except KeyboardInterrupt as exc:
+        _report_interrupt(exc)
     except (LongRopeError, OSError) as exc:  # OSError: a path that cannot be read or written
         # The message is printed as text: paths and hints such as `longrope[datasets]` contain brackets.
         err_console.print("[bold red]error:[/]", escape(str(exc)))

@@ -130,6 +130,17 @@ class _PatchRecord:
     spec: RopeSpec | tuple[RopeSpec, ...]
 
 
+def check_window(spec: RopeSpec, geometry: RopeGeometry) -> None:
+    """Refuse a spec made for another original window than the model's (its factors would switch and scale at
+    the wrong length, silently): e.g. a SmolLM2 spec (8192) on the tiny model (256)."""
+    window = getattr(spec, "original_window", None)
+    if window is not None and window != geometry.original_window:
+        raise LongRopeError(
+            f"this {spec.method} spec was made for an original window of {window} tokens, but the model's is "
+            f"{geometry.original_window}; use a spec searched for this model (or drop original_window from the "
+            "spec file to apply it at this model's window)")
+
+
 def apply(model: nn.Module, spec: RopeSpec | Sequence[RopeSpec]) -> nn.Module:
     """Scale the model's RoPE in place with ``spec`` (or one spec per batch row) and return the model.
 
@@ -141,6 +152,7 @@ def apply(model: nn.Module, spec: RopeSpec | Sequence[RopeSpec]) -> nn.Module:
         raise LongRopeError(f"apply() needs a RopeSpec or a list of them, got {spec!r}")
     geometry = model_geometry(model)
     for s in specs:
+        check_window(s, geometry)
         inv_freq_for(s.with_window(geometry.original_window), geometry, None)  # validate against this model
         if isinstance(s, StringSpec):
             s.resolved(geometry.original_window)

@@ -171,3 +171,24 @@ def test_hf_corpus_reads_a_saved_dataset(tmp_path):
     ]
     with pytest.raises(LongRopeError, match="no column 'text'"):
         list(HFDatasetCorpus(str(tmp_path / "ds"), split="train").documents())
+
+
+def test_prose_splits_are_two_long_disjoint_documents_each():
+    from longrope.data.corpus import ProseCorpus
+
+    validation = list(ProseCorpus("validation").documents())
+    test = list(ProseCorpus("test").documents())
+    assert [d.id for d in validation] == ["validation/0", "validation/1"]
+    assert [d.id for d in test] == ["test/0", "test/1"]
+    assert all(len(d.text) > 60_000 for d in validation)
+    assert all(len(d.text) > 120_000 for d in test)  # ~37k SmolLM2 tokens each: room for 32k-token samples
+    whole, end = ProseCorpus._text(), 0
+    for document in validation + test:  # consecutive, non-overlapping slices of the whole text, nearly all of it
+        start = whole.find(document.text, end)
+        assert start >= end and start - end < 10
+        end = start + len(document.text)
+    assert end == len(whole)
+    assert [d.text for d in ProseCorpus("test").documents()] == [d.text for d in test]
+    assert get_corpus("prose", "test").name == "prose"
+    with pytest.raises(LongRopeError, match="no documents"):
+        list(ProseCorpus("train").documents())

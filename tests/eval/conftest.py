@@ -57,17 +57,17 @@ class OracleRetriever(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(1))  # gives the module a device
         self.prompt_lengths: list[int] = []
 
-    def forward(self, input_ids, past_key_values=None, use_cache=True, logits_to_keep=0, position_ids=None, **_):
-        if past_key_values is None:
+    def forward(self, input_ids, cache=None, use_cache=True, logits_to_keep=0, position_ids=None, **_):
+        if cache is None:
             self.prompt_lengths.append(input_ids.shape[1])
             visible = self.tokenizer.decode(input_ids[0, -self.window:].tolist())
             match = self.pattern.search(visible)
             answer = next(g for g in match.groups() if g) if match else "0"
-            past_key_values = SimpleNamespace(queue=self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
-        token = past_key_values.queue.pop(0) if past_key_values.queue else 0
+            cache = SimpleNamespace(queue=self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
+        token = cache.queue.pop(0) if cache.queue else 0
         logits = torch.zeros(1, 1, self.vocab)
         logits[0, 0, token] = 1.0
-        return SimpleNamespace(logits=logits, past_key_values=past_key_values)
+        return SimpleNamespace(logits=logits, cache=cache)
 
 
 @pytest.fixture

@@ -68,6 +68,22 @@ def test_failed_forced_export_keeps_the_old_directory(tmp_path, monkeypatch):
     assert _entries(tmp_path) == ["out"]
 
 
+def test_ctrl_c_in_the_gguf_step_keeps_the_previous_export_whole(tmp_path):
+    """The GGUF is written inside the staging directory: the old export (with its model.gguf) stays as it was."""
+    out = export_hf(tiny_model("llama"), None, LinearSpec(factor=2.0), tmp_path / "out",
+                    also=lambda d: (d / "model.gguf").write_text("old gguf"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(directory):
+        (directory / "model.gguf").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_hf(tiny_model("llama"), None, LONGROPE, out, force=True, also=interrupted)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _entries(tmp_path) == ["out"]
+
+
 def test_n_hat_is_refused_unless_lossy(tmp_path):
     spec = LongRopeSpec(long_factor=LONG, short_factor=SHORT, factor=4.0, n_hat=4)
     model = apply(tiny_model("llama"), spec)

@@ -54,3 +54,14 @@ def test_chunked_perplexity_matches_transformers_loss(smollm2):
     assert math.isfinite(float(ours))
     assert float(ours.exp()) == pytest.approx(float(reference.exp()), rel=1e-3)
     assert float(ours) == pytest.approx(float(reference), rel=1e-3)
+
+
+def test_gguf_loads_as_dense_bf16_without_the_packed_weights_warning(capfd):
+    """transformers would print that GGUF weights "stay quantized" and matmuls cast; our load unpacks them."""
+    from longrope.models.loading import load_model
+
+    model, _ = load_model("smollm2", "bf16")
+    projection = model.model.layers[0].self_attn.q_proj
+    assert type(projection) is torch.nn.Linear and projection.weight.dtype == torch.bfloat16
+    assert getattr(model, "hf_quantizer", None) is None
+    assert "stay quantized" not in capfd.readouterr().err

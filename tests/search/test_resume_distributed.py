@@ -96,3 +96,25 @@ def test_two_ranks_match_one_and_refuse_to_disagree(tmp_path, uninterrupted):
     assert result["fitness"] == pytest.approx(uninterrupted.fitness, abs=1e-6)
     assert result["evaluations"] == uninterrupted.evaluations
     assert result["forward_tokens"] == uninterrupted.forward_tokens
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "garble"])
+def test_resume_repairs_a_damaged_log_from_the_state(tmp_path, damage, capsys):
+    """A log cut short, deleted or garbled after the state was saved is rebuilt, with a note, before resuming."""
+    config = small_config(generations=2)
+    search(small_model(), None, config, tmp_path, data=small_data(), progress=False)
+    log = tmp_path / "evaluations.jsonl"
+    rows = log.read_text().splitlines()
+    if damage == "truncate":
+        log.write_text("\n".join(rows[: len(rows) // 2]) + "\n")
+    elif damage == "delete":
+        log.unlink()
+    else:
+        log.write_text("\n".join(rows[:3] + ["{not json"] + rows[4:]) + "\n")
+    longer = small_config(generations=4)  # same search, more generations: the resume must continue it
+    resumed = search(small_model(), None, longer, tmp_path, data=small_data(), progress=False, resume=True)
+    assert "rebuilt its" in capsys.readouterr().err
+    repaired = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["order"] for r in repaired] == list(range(resumed.evaluations))
+    assert all(r.get("rebuilt") for r in repaired[: len(rows)])
+    assert not any(r.get("rebuilt") for r in repaired[len(rows):])

@@ -179,3 +179,39 @@ def test_small_racing_rank_keeps_dropped_children_as_estimated_parents(model, tm
            progress=False)
     narrow = json.loads((tmp_path / "narrow" / STATE_FILE).read_text())
     assert all(narrow["records"][k]["complete"] for k in narrow["parents"])
+
+
+def test_portable_search_scores_one_table_with_the_in_window_penalty(tmp_path):
+    """Every candidate uses its long factors as short ones too; complete ones pay w * max(0, NLL_in - base)."""
+    from search_helpers import WINDOW, small_config, small_data, small_model
+
+    from longrope.rope import NoScaling
+    from longrope.search.fitness import Evaluator, PenalizedEvaluator
+
+    model, data, inside = small_model(), small_data(), small_data(docs=2, length=WINDOW, seed=1)
+    result = search(model, None, small_config(generations=1, portable=True, portable_weight=2.0), tmp_path,
+                    data=data, in_window=inside, progress=False)
+    assert result.spec.short_factor == result.spec.long_factor
+    rows = [json.loads(line) for line in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
+    complete = [r for r in rows if r["complete"]]
+    assert complete and all("in_window_penalty" in r for r in complete)
+
+    plain, inner = Evaluator(model, data, batch=3), Evaluator(model, inside, batch=3)
+    base = inner.evaluate([NoScaling()])[0].fitness
+    for row in complete[:3]:
+        factors = tuple(v / 100 for v in row["genome"]["factors"])
+        spec = LongRopeSpec(long_factor=factors, short_factor=factors, factor=4.0, original_window=WINDOW)
+        long_part = plain.evaluate([spec])[0].fitness
+        penalty = 2.0 * max(0.0, inner.evaluate([spec])[0].fitness - base)
+        assert row["in_window_penalty"] == pytest.approx(penalty, abs=2e-6)
+        assert row["fitness"] == pytest.approx(long_part + penalty, abs=4e-6)
+    penalized = PenalizedEvaluator(model, data, inside, weight=0.0, batch=3)
+    assert penalized.evaluate([spec])[0].fitness == pytest.approx(long_part, abs=2e-6)
+
+
+def test_settings_that_are_off_do_not_change_a_states_hash():
+    """States written before the portable settings existed still resume."""
+    from search_helpers import small_config
+
+    assert "portable" not in small_config().hashed()
+    assert small_config(portable=True).hashed()["portable_weight"] == 1.0

@@ -1,8 +1,9 @@
 """Corpora: where documents come from.
 
-Three sources share one small interface (``Corpus.documents()`` yields ``Document``s in a fixed order):
+Four sources share one small interface (``Corpus.documents()`` yields ``Document``s in a fixed order):
 
 - ``StdlibCorpus``: the running Python's standard library source, always present, split by file;
+- ``ProseCorpus``: English prose that is always present too (the language reference shipped in ``pydoc_data``);
 - ``TextFilesCorpus``: a text file or a directory of them;
 - ``HFDatasetCorpus``: a Hugging Face dataset (optional ``datasets`` package).
 
@@ -124,6 +125,51 @@ class StdlibCorpus(Corpus):
                 yield Document(id=rel, text=text)
 
 
+# Share of the prose (by characters) in the validation split; the rest is test. No train split: the prose is for
+# measuring and searching, and its test documents must be long enough for 32k tokens (about 37k each for SmolLM2).
+_PROSE_VALIDATION_SHARE = 0.35
+_PROSE_DOCUMENTS_PER_SPLIT = 2
+
+
+def _paragraph_cut(text: str, position: int) -> int:
+    """The first paragraph boundary at or after ``position`` (``len(text)`` if none)."""
+    found = text.find("\n\n", position)
+    return len(text) if found < 0 else found + 2
+
+
+class ProseCorpus(Corpus):
+    """Natural-language text that every Python install has: the topics of ``pydoc_data.topics`` (the language
+    reference, about 465k characters in 3.11), sorted by topic name and joined with blank lines.
+
+    The first 35% of the characters (cut at a paragraph boundary) are the validation split, the rest the test
+    split; each split is cut at a paragraph boundary into two documents of about equal length (about 20k and 37k
+    tokens for SmolLM2's tokenizer). There is no train split.
+    """
+
+    def __init__(self, split: str = "test") -> None:
+        self.split = _check_split(split)
+        self.name = "prose"
+
+    @staticmethod
+    def _text() -> str:
+        try:
+            from pydoc_data.topics import topics
+        except ImportError as exc:  # some distributions strip it
+            raise LongRopeError("the 'prose' corpus needs the standard library's pydoc_data package") from exc
+        return "\n\n".join(topics[name].strip() for name in sorted(topics) if topics[name].strip())
+
+    def _iter_documents(self) -> Iterator[Document]:
+        text = self._text()
+        middle = _paragraph_cut(text, int(_PROSE_VALIDATION_SHARE * len(text)))
+        start, end = {"validation": (0, middle), "test": (middle, len(text))}.get(self.split, (0, 0))
+        for number in range(_PROSE_DOCUMENTS_PER_SPLIT):
+            remaining = _PROSE_DOCUMENTS_PER_SPLIT - number
+            stop = end if remaining == 1 else _paragraph_cut(text, start + (end - start) // remaining)
+            if text[start:min(stop, end)].strip():
+                yield Document(id=f"{self.split}/{number}", text=text[start:min(stop, end)].strip())
+            start = min(stop, end)
+
+
 def _read_utf8(path: Path) -> str:
     try:
         data = path.read_bytes()
@@ -231,12 +277,15 @@ class HFDatasetCorpus(Corpus):
 def get_corpus(spec: str = "stdlib", split: str = "train") -> Corpus:
     """Make a corpus from a command-line string.
 
-    ``"stdlib"`` -> ``StdlibCorpus(split)``; ``"hf:NAME[:column]"`` -> ``HFDatasetCorpus``;
+    ``"stdlib"`` -> ``StdlibCorpus(split)``; ``"prose"`` -> ``ProseCorpus(split)``;
+    ``"hf:NAME[:column]"`` -> ``HFDatasetCorpus``;
     an existing file or directory -> ``TextFilesCorpus`` (which uses every file, whatever the split).
     """
     spec = spec.strip()
     if spec in ("", "stdlib"):
         return StdlibCorpus(split)
+    if spec == "prose":
+        return ProseCorpus(split)
     if spec.startswith("hf:"):
         name, _, column = spec[3:].partition(":")
         if not name:
@@ -245,5 +294,5 @@ def get_corpus(spec: str = "stdlib", split: str = "train") -> Corpus:
     if Path(spec).expanduser().exists():
         return TextFilesCorpus(spec, split=split)
     raise LongRopeError(
-        f"unknown corpus {spec!r}: use 'stdlib', a file or directory path, or hf:NAME[:column]"
+        f"unknown corpus {spec!r}: use 'stdlib', 'prose', a file or directory path, or hf:NAME[:column]"
     )

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
 from longrope.errors import LongRopeError
-from longrope.rope import RopeSpec, load_spec, make_spec
+from longrope.eval.report import EvaluationInterrupted
+from longrope.rope import RopeSpec, check_preset_fits, load_spec, make_spec
+from longrope.rope.preset_files import is_preset_name
 from longrope.rope.spec import StringSpec, method_class
 from longrope.validation import check_number, check_output_dir
 
@@ -29,8 +32,8 @@ console = Console()
 
 ModelOpt = Annotated[str, typer.Option("--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id")]
 MethodOpt = Annotated[list[str] | None, typer.Option(
-    "--method", help="Scaling method (none, pi, ntk, dynamic_ntk, yarn, llama3, string) or a spec JSON file; "
-                     "repeatable. Default: none, pi, dynamic_ntk, yarn.")]
+    "--method", help="Scaling method (none, pi, ntk, dynamic_ntk, yarn, llama3, string), a spec JSON file or "
+                     "a preset (`longrope presets`); repeatable. Default: none, pi, dynamic_ntk, yarn.")]
 FactorOpt = Annotated[float | None, typer.Option(
     "--factor", help="Scale factor for named methods (default: longest length / original window, rounded up)")]
 LengthsOpt = Annotated[str | None, typer.Option(
@@ -40,6 +43,7 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="Output directory (de
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for documents, keys and depths")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars")]
 DEFAULT_METHODS = ["none", "pi", "dynamic_ntk", "yarn"]
+T = TypeVar("T")
 
 
 def _length_terms(text: str) -> list[tuple[float, bool]]:
@@ -86,7 +90,10 @@ def check_options(command: str, out: Path | None, factor: float | None, lengths:
         _length_terms(lengths)
     for option, value in counts.items():
         check_number(option, value, minimum=1)
-    return check_output_dir("--out", out or Path("longrope-eval") / command)
+    out = check_output_dir("--out", out or Path("longrope-eval") / command)
+    if (out / f"{command}.json").exists():
+        console.print(f"note: {out / f'{command}.json'} exists and will be replaced when this evaluation ends")
+    return out
 
 
 def default_factor(lengths: list[int], window: int) -> float:
@@ -94,10 +101,12 @@ def default_factor(lengths: list[int], window: int) -> float:
 
 
 def build_spec(method: str, factor: float, window: int) -> tuple[str, RopeSpec]:
-    """(table name, spec) for a method name or a spec JSON file."""
+    """(table name, spec) for a method name, a spec JSON file or a shipped preset's name."""
     path = Path(method).expanduser()
     if method.endswith(".json") or path.is_file():
         return path.stem, load_spec(path)
+    if is_preset_name(method):
+        return method, load_spec(method)
     cls = method_class(method)
     fields = {f.name for f in dataclasses.fields(cls)}
     if cls is StringSpec:
@@ -124,7 +133,10 @@ def _setup(model_name: str, dtype: str, methods, factor, lengths_text):
     from longrope.patch import model_geometry
 
     model, tokenizer = load_model(model_name, dtype=dtype)
-    window = model_geometry(model).original_window
+    geometry = model_geometry(model)
+    for method in methods or ():
+        check_preset_fits(method, geometry)
+    window = geometry.original_window
     lengths = parse_lengths(lengths_text, window)
     factor = factor if factor is not None else default_factor(lengths, window)
     specs = build_specs(methods, factor, window)
@@ -139,6 +151,19 @@ def _template(template: str, model_name: str) -> str:
     if template == "auto":
         return default_template(model_name)
     return template
+
+
+def _evaluate(command: str, evaluate: Callable[[], T], write: Callable[[T, dict], dict]) -> tuple[T, dict]:
+    """Run ``evaluate`` and write its report with ``write(result, extra settings)``; on Ctrl-C, write the
+    methods finished so far (marked ``interrupted``) and say where they are."""
+    try:
+        result = evaluate()
+    except EvaluationInterrupted as stop:
+        paths = write(stop.partial, {"interrupted": True})
+        stop.longrope_message = (f"eval {command} stopped; the methods finished before it are in {paths['json']}; "
+                                 "run the same command again for all of them")
+        raise
+    return result, write(result, {})
 
 
 def _finish(markdown: str, paths: dict) -> None:
@@ -174,10 +199,11 @@ def ppl_command(
     loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
     if stride is None:
         stride = max(1, min(256, min(lengths_list) // 2))
-    table = evaluate_ppl(loaded, tokenizer, specs, corpus, lengths_list, n_docs=n_docs, mode=mode, stride=stride,
-                         chunk=chunk, seed=seed, split=split, progress=not quiet)
     settings.update(corpus=corpus, split=split, n_docs=n_docs, mode=mode, stride=stride, chunk=chunk)
-    paths = write_ppl_report(table, out, settings, seed=seed)
+    table, paths = _evaluate(
+        "ppl", lambda: evaluate_ppl(loaded, tokenizer, specs, corpus, lengths_list, n_docs=n_docs, mode=mode,
+                                    stride=stride, chunk=chunk, seed=seed, split=split, progress=not quiet),
+        lambda result, extra: write_ppl_report(result, out, {**settings, **extra}, seed=seed))
     _finish(f"**Perplexity ({mode}, {n_docs} documents)**\n\n" + table.to_markdown(), paths)
 
 
@@ -202,9 +228,10 @@ def passkey_command(
 
     loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
     chosen = _template(template, model)
-    table = evaluate_passkey(loaded, tokenizer, specs, lengths_list, trials=trials, seed=seed, template=chosen,
-                             max_new_tokens=max_new_tokens, progress=not quiet)
-    paths = write_retrieval_report(table, out, settings, seed=seed)
+    table, paths = _evaluate(
+        "passkey", lambda: evaluate_passkey(loaded, tokenizer, specs, lengths_list, trials=trials, seed=seed,
+                                            template=chosen, max_new_tokens=max_new_tokens, progress=not quiet),
+        lambda result, extra: write_retrieval_report(result, out, {**settings, **extra}, seed=seed))
     _finish(f"**Passkey accuracy ({chosen} template, {trials} trials per length)**\n\n" + table.to_markdown(), paths)
 
 
@@ -230,10 +257,12 @@ def needle_command(
 
     loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
     chosen = _template(template, model)
-    grids = evaluate_needle(loaded, tokenizer, specs, lengths_list, depths=depths, trials=trials, seed=seed,
-                            template=chosen, max_new_tokens=max_new_tokens, progress=not quiet)
     settings.update(depths=depths, trials=trials, template=chosen)
-    paths = write_needle_report(grids, out, specs, settings, seed=seed)
+    grids, paths = _evaluate(
+        "needle", lambda: evaluate_needle(loaded, tokenizer, specs, lengths_list, depths=depths, trials=trials,
+                                          seed=seed, template=chosen, max_new_tokens=max_new_tokens,
+                                          progress=not quiet),
+        lambda result, extra: write_needle_report(result, out, specs, {**settings, **extra}, seed=seed))
     markdown = "".join(f"**{name}**\n\n{grid.to_markdown()}\n" for name, grid in grids.items())
     _finish(markdown, paths)
 
@@ -262,8 +291,9 @@ def ruler_command(
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
     chosen = _template(style, model)
-    table = evaluate_ruler(loaded, tokenizer, specs, lengths_list, tasks=task_list, samples=samples, seed=seed,
-                           style=chosen, corpus=corpus, split=split, progress=not quiet)
     settings.update(tasks=task_list, samples=samples, style=chosen, corpus=corpus, split=split)
-    paths = write_ruler_report(table, out, settings, seed=seed)
+    table, paths = _evaluate(
+        "ruler", lambda: evaluate_ruler(loaded, tokenizer, specs, lengths_list, tasks=task_list, samples=samples,
+                                        seed=seed, style=chosen, corpus=corpus, split=split, progress=not quiet),
+        lambda result, extra: write_ruler_report(result, out, {**settings, **extra}, seed=seed))
     _finish(f"**RULER-style accuracy ({chosen} style)**\n\n" + table.to_markdown(), paths)

@@ -23,7 +23,7 @@ from torch import nn
 
 from longrope.errors import LongRopeError
 from longrope.eval.passkey import PasskeyTemplate, PasskeyTrial, get_template, run_passkey_trial
-from longrope.eval.report import markdown_table, plot_heatmap, progress_bar, write_report
+from longrope.eval.report import interrupted_with, markdown_table, plot_heatmap, progress_bar, write_report
 from longrope.rope import RopeSpec
 
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -107,7 +107,7 @@ def evaluate_needle(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec | 
 
     out = {}
     for name, spec in specs.items():
-        with applied(model, spec):
+        with applied(model, spec), interrupted_with(out):
             out[name] = needle_grid(model, tokenizer, lengths, depths, trials, seed, template, max_new_tokens,
                                     progress, description=f"needle {name}")
     return out

@@ -31,7 +31,7 @@ from torch import nn
 
 from longrope.errors import LongRopeError
 from longrope.eval.generation import greedy_generate
-from longrope.eval.report import markdown_table, progress_bar, write_report
+from longrope.eval.report import interrupted_with, markdown_table, progress_bar, write_report
 from longrope.rope import RopeSpec
 
 
@@ -261,7 +261,7 @@ def evaluate_passkey(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec |
     table = RetrievalTable("passkey", lengths, dict(specs),
                            settings={"trials": trials, "template": asdict(t), "max_new_tokens": max_new_tokens})
     for name, spec in specs.items():
-        with applied(model, spec):
+        with applied(model, spec), interrupted_with(table):
             table.trials[name] = passkey_trials(model, tokenizer, lengths, trials, seed, t, max_new_tokens,
                                                 progress, description=f"passkey {name}")
     return table

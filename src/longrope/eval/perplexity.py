@@ -34,7 +34,7 @@ from torch import nn
 from longrope import patch
 from longrope.errors import LongRopeError
 from longrope.eval.loss import DEFAULT_CHUNK, token_nll
-from longrope.eval.report import markdown_table, plot_ppl, progress_bar, write_report
+from longrope.eval.report import interrupted_with, markdown_table, plot_ppl, progress_bar, write_report
 from longrope.rope import RopeSpec
 
 MODES = ("truncate", "sliding")
@@ -299,18 +299,19 @@ def evaluate_ppl(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec | Non
                      original_window=geometry.original_window)
     for name, spec in specs.items():
         built_for = spec_window(spec, geometry.original_window) if spec is not None else geometry.original_window
-        table.results[name] = {}
-        with applied(model, spec):
+        row = {}
+        with applied(model, spec), interrupted_with(table):
             for length in lengths:
                 if length > built_for:
                     message = (f"{name}: length {length} is beyond the {built_for} tokens this scaling was built "
                                f"for (original window {geometry.original_window} x factor)")
                     warnings.warn(message, stacklevel=2)
                     table.warnings.append(message)
-                table.results[name][length] = perplexity(
+                row[length] = perplexity(
                     model, samples, mode=mode, length=length, stride=stride, chunk=chunk, progress=progress,
                     description=f"ppl {name} @ {length}", tokenizer=tokenizer,
                 )
+        table.results[name] = row
     return table
 
 

@@ -8,14 +8,14 @@ import json
 import math
 import os
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from longrope.atomic import atomic_write_bytes
+from longrope.atomic import atomic_write_bytes, temporary_sibling
 from longrope.progress import LoggedProgress, progress_columns
 
 
@@ -52,6 +52,25 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an evaluation; ``partial`` is its table holding only the methods finished before it."""
+
+    def __init__(self, partial: Any) -> None:
+        super().__init__()
+        self.partial = partial
+
+
+@contextmanager
+def interrupted_with(partial: Any) -> Iterator[None]:
+    """Turn a Ctrl-C inside the block into ``EvaluationInterrupted(partial)`` (``partial`` filled so far)."""
+    try:
+        yield
+    except EvaluationInterrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise EvaluationInterrupted(partial) from exc
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -102,10 +121,15 @@ def save_figure(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    pyplot().close(fig)
-    os.replace(tmp, path)
+    tmp = temporary_sibling(path)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        pyplot().close(fig)
     return path
 
 

@@ -31,7 +31,7 @@ from torch import nn
 from longrope.errors import LongRopeError
 from longrope.eval.generation import greedy_generate
 from longrope.eval.passkey import bos_ids, encode
-from longrope.eval.report import markdown_table, progress_bar, write_report
+from longrope.eval.report import interrupted_with, markdown_table, progress_bar, write_report
 from longrope.rope import RopeSpec
 
 TASKS = ("single", "multikey", "multivalue", "vartrack")
@@ -273,7 +273,7 @@ def evaluate_ruler(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec | N
     haystack = Haystack(tokenizer, corpus, split, max(lengths)) if lengths else None
     table = RulerTable(lengths, list(tasks), dict(specs))
     for name, spec in specs.items():
-        with applied(model, spec):
+        with applied(model, spec), interrupted_with(table):
             table.samples[name] = ruler_samples(model, tokenizer, lengths, tasks, samples, seed, style, corpus,
                                                 split, haystack, progress, description=f"ruler {name}")
     return table

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from longrope.errors import LongRopeError
+from longrope.locks import output_lock
 from longrope.validation import check_number, check_output_dir
 
 console = Console()
 
-GGUF_NAME = "model.gguf"
 
 
 def _gguf_source(model: str, gguf_from: Path | None) -> Path | None:
@@ -33,7 +33,8 @@ def _gguf_source(model: str, gguf_from: Path | None) -> Path | None:
 
 def export_command(
     model: Annotated[str, typer.Argument(help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id")],
-    spec: Annotated[Path, typer.Option("--spec", help="Spec JSON (from `longrope search` or written by hand)")],
+    spec: Annotated[Path, typer.Option(
+        "--spec", help="Spec JSON (from `longrope search` or written by hand) or a preset name (`longrope presets`)")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (HF model; plus model.gguf with --gguf)")],
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory")] = False,
     lossy: Annotated[bool, typer.Option(
@@ -48,6 +49,10 @@ def export_command(
     window: Annotated[int | None, typer.Option(
         "--window", help="max_position_embeddings / context_length to declare (default: original window x factor)")]
     = None,
+    portable: Annotated[bool, typer.Option(
+        "--portable", help="One factor table (LongRoPE's long factors also as the short ones) and the attention "
+                           "factor in every runtime's keys: the same result in transformers, vLLM and llama.cpp "
+                           "at every length (check with `longrope verify`)")] = False,
     dtype: Annotated[str, typer.Option("--dtype", help="Weight dtype to load and save: fp32, bf16 or fp16")]
     = "fp32",
 ):
@@ -63,22 +68,25 @@ def export_command(
         plan_gguf_rope,
         read_metadata,
     )
-    from longrope.export.hf import export_hf, plan_hf_rope
+    from longrope.export.hf import GGUF_NAME, export_hf, plan_hf_rope, portable_spec
     from longrope.models.loading import load_model
     from longrope.patch import model_geometry
-    from longrope.rope import load_spec
+    from longrope.rope import check_preset_fits, load_spec
 
     # Every check that needs no model comes first: a mistake costs no loading and writes nothing.
     check_number("--window", window, minimum=1)
     out = check_output_dir("--out", out)
     scaling = load_spec(spec)
+    if portable:
+        scaling = portable_spec(scaling)
     if gguf_from is not None and not gguf:
         raise LongRopeError("--gguf-from needs --gguf")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise LongRopeError(f"{out} is not empty; pass --force to replace it")
     loaded, tokenizer = load_model(model, dtype)
     geometry = model_geometry(loaded)
-    plan = plan_hf_rope(loaded.config, scaling, geometry, window, lossy)
+    check_preset_fits(str(spec), geometry)
+    plan = plan_hf_rope(loaded.config, scaling, geometry, window, lossy, portable)
     source = _gguf_source(model, gguf_from) if gguf else None
     gguf_plan = None
     if gguf:  # validate the GGUF side before writing anything
@@ -94,19 +102,18 @@ def export_command(
                     f"writing a GGUF from a '{loaded.config.model_type}' model is not supported (llama, mistral, "
                     "phi3 are); give --gguf-from FILE.gguf or convert the exported directory with llama.cpp")
             gguf_plan = plan_gguf_rope(arch, scaling, geometry, window, lossy)
-    with warnings.catch_warnings():
+    def write_gguf(directory: Path) -> None:  # inside the staging directory: the export appears whole or not at all
+        export_gguf(scaling, directory / GGUF_NAME, model=loaded, tokenizer=tokenizer, source_gguf=source,
+                    dtype=gguf_dtype, target_window=window, force=True, lossy=lossy)
+
+    with output_lock(out), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = export_hf(loaded, tokenizer, scaling, out, target_window=window, force=force, lossy=lossy)
+        path = export_hf(loaded, tokenizer, scaling, out, target_window=window, force=force, lossy=lossy,
+                         also=write_gguf if gguf else None, portable=portable)
     console.print(f"[green]wrote[/] {path} (rope_type {plan.rope_parameters['rope_type']}, "
                   f"max_position_embeddings {plan.max_position_embeddings})")
     if gguf:
-        try:
-            gguf_path = export_gguf(scaling, path / GGUF_NAME, model=loaded, tokenizer=tokenizer, source_gguf=source,
-                                    dtype=gguf_dtype, target_window=window, force=True, lossy=lossy)
-        except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-        console.print(f"[green]wrote[/] {gguf_path} ({'copy of ' + str(source) if source else gguf_dtype})")
+        console.print(f"[green]wrote[/] {path / GGUF_NAME} ({'copy of ' + str(source) if source else gguf_dtype})")
     for note in plan.notes + (gguf_plan.notes if gguf_plan else []):
         console.print(f"note: {note}")
     lost = list(dict.fromkeys(plan.lost + (gguf_plan.lost if gguf_plan else [])))
@@ -138,6 +145,59 @@ def convert_command(
     console.print(f"[green]wrote[/] {path}")
 
 
+def verify_command(
+    export_dir: Annotated[Path, typer.Argument(help="A directory written by `longrope export`")],
+    new_tokens: Annotated[int, typer.Option("--new-tokens", help="Tokens of the crossing generation")] = 8,
+    below: Annotated[int | None, typer.Option("--below", help="Prompt length below the window (default "
+                                              "min(window/2, 512))")] = None,
+    above: Annotated[int | None, typer.Option("--above", help="Prompt length above the window (default "
+                                              "window + max(16, window/8))")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest logit difference called 'same'")]
+    = 2e-3,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write verify.json and verify.md here")] = None,
+):
+    """Check that stock runtimes compute what we do for EXPORT_DIR (`longrope.export.verify_export`).
+
+    transformers runs in a separate process that never imports longrope; llama.cpp through llama-cpp-python
+    when installed and the export has model.gguf; vLLM by its documented rules applied to the config. Each is
+    compared below the original window, above it, and in a greedy generation that crosses it. Exit status 1
+    when a runtime differs (the table says what to do), 2 on bad input.
+    """
+    from longrope.eval.report import write_report
+    from longrope.export.verify import verify_export
+
+    check_number("--new-tokens", new_tokens, minimum=1)
+    check_number("--tolerance", tolerance, minimum=0)
+    for option, value in (("--below", below), ("--above", above)):
+        check_number(option, value, minimum=2)
+    if out is not None:
+        out = check_output_dir("--out", out)
+    lengths = {k: v for k, v in (("below window", below), ("above window", above)) if v is not None}
+    report = verify_export(export_dir, new_tokens=new_tokens, lengths=lengths, tolerance=tolerance)
+    console.print(f"{report.export_dir}: rope_type {report.rope_type}, original window {report.original_window}, "
+                  "prompt lengths " + ", ".join(f"{k} {v}" for k, v in report.lengths.items()))
+    table = Table()
+    for column in ("runtime", "check", "result", "max logit diff", "first differing token"):
+        table.add_column(column)
+    advice: dict[str, list[str]] = {}
+    for row in report.rows:
+        style = {"same": "green", "differs": "bold red"}.get(row.status, "dim")
+        table.add_row(row.runtime, row.check, f"[{style}]{row.status}[/]",
+                      "" if row.max_difference is None else f"{row.max_difference:.2e}",
+                      "" if row.first_differing_token is None else str(row.first_differing_token))
+        if row.advice and row.status == "differs":
+            advice.setdefault(row.advice, []).append(f"{row.runtime} {row.check}")
+    console.print(table)
+    for text, where in advice.items():
+        console.print(f"[bold]{'; '.join(where)}[/]: {text}", soft_wrap=True)
+    if out is not None:
+        paths = write_report(out, "verify", report.to_dict(), report.to_markdown() + "\n")
+        console.print(f"report: {paths['json']}")
+    if report.differs:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
     app.command("convert")(convert_command)
+    app.command("verify")(verify_command)

@@ -15,11 +15,11 @@ through a fresh skeleton (`longrope.export.hf.save_weights`) and translate the r
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from longrope.atomic import atomic_dir
 from longrope.errors import LongRopeError
 from longrope.export.gguf_export import _open_reader, read_metadata, rope_tensor_names
 from longrope.export.hf import (
@@ -28,9 +28,7 @@ from longrope.export.hf import (
     _check_target,
     clean_config,
     plan_hf_rope,
-    publish,
     save_weights,
-    staging_dir,
 )
 from longrope.rope import LinearSpec, LongRopeSpec, RopeGeometry, RopeSpec, YarnSpec, save_spec
 
@@ -107,8 +105,7 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, force: bool =
         for key, value in plan.top_level.items():
             setattr(config, key, value)
         notes = plan.notes
-    tmp = staging_dir(out_dir)
-    try:
+    def write(tmp: Path) -> None:
         save_weights(model, config, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -118,7 +115,5 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path, force: bool =
                   "rope_parameters": config.rope_parameters, "notes": notes,
                   "tokenizer_error": tokenizer_error}
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        return publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    return atomic_dir(out_dir, write)

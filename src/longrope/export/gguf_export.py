@@ -17,7 +17,6 @@ On ``llama`` GGUFs a LongRoPE spec's short factors are lost too (one table, used
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from longrope.atomic import temporary_sibling
 from longrope.errors import LongRopeError
 from longrope.export.hf import reduce_spec
 from longrope.rope import (
@@ -206,8 +206,7 @@ def _write(writer_fill, arch: str, out_path: Path, alignment: int | None = None)
     """Run ``writer_fill(writer)`` on a GGUFWriter for a temp sibling of ``out_path``, then rename it."""
     import gguf
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.parent / f".{out_path.name}.partial-{os.getpid()}"
+    tmp = temporary_sibling(out_path)
     writer = gguf.GGUFWriter(tmp, arch)
     try:
         if alignment:

@@ -22,15 +22,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-import shutil
+import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from longrope.atomic import atomic_dir
 from longrope.errors import LongRopeError
 from longrope.rope import (
     DynamicNTKSpec,
@@ -50,6 +51,7 @@ from longrope.rope.spec import LinearSpec, Llama3Spec, YarnSpec
 
 SPEC_FILE = "longrope_spec.json"
 REPORT_FILE = "longrope_export.json"
+GGUF_NAME = "model.gguf"  # the GGUF written beside the HF files by `longrope export --gguf`
 
 # model_type -> the rope_type values its config accepts (None: every type transformers knows).
 ACCEPTED_ROPE_TYPES: dict[str, tuple[str, ...]] = {"phi3": ("default", "longrope")}
@@ -125,13 +127,43 @@ def _as_longrope(spec: RopeSpec, geometry: RopeGeometry) -> dict[str, Any]:
     }
 
 
+def portable_spec(spec: RopeSpec) -> RopeSpec:
+    """The one-table form of ``spec`` for deployment: LongRoPE's long factors also serve as its short ones, so
+    transformers (which re-decides per forward call), vLLM (once per deployment) and llama.cpp (from n_ctx)
+    compute the same thing at every length. Other static methods already have one table; dynamic NTK depends
+    on the length by design and is refused."""
+    if isinstance(spec, DynamicNTKSpec) or (isinstance(spec, StringSpec) and isinstance(spec.base, DynamicNTKSpec)):
+        raise LongRopeError("dynamic NTK changes with the sequence length by design; it has no portable form "
+                            "(export a static method such as yarn or a searched longrope spec)")
+    if isinstance(spec, LongRopeSpec):
+        return dataclasses.replace(spec, short_factor=tuple(spec.long_factor))
+    return spec
+
+
+def _portable_scale(params: dict[str, Any], spec: RopeSpec, geometry: RopeGeometry, max_positions: int,
+                    notes: list[str]) -> None:
+    """vLLM multiplies cos/sin by sqrt(1 + ln(max_pos/orig)/ln(orig)) and ignores attention_factor: when our
+    attention factor differs from that, write it as short_mscale/long_mscale too (keys vLLM reads)."""
+    original = int(params["original_max_position_embeddings"])
+    ratio = max_positions / original
+    vllm_default = math.sqrt(1 + math.log(ratio) / math.log(original)) if ratio > 1 else 1.0
+    ours = float(inv_freq_for(spec.with_window(original), geometry, max_positions)[1])
+    if abs(ours - vllm_default) > 1e-6:
+        params["short_mscale"] = params["long_mscale"] = ours
+        notes.append(f"attention factor {ours:.6g} also written as short_mscale/long_mscale for vLLM (its default "
+                     f"would be {vllm_default:.6g}); transformers logs them as unrecognised keys and ignores them")
+
+
 def plan_hf_rope(config, spec: RopeSpec, geometry: RopeGeometry | None = None, target_window: int | None = None,
-                 lossy: bool = False) -> HfRopePlan:
+                 lossy: bool = False, portable: bool = False) -> HfRopePlan:
     """The config changes that make stock transformers compute what ``spec`` computes on this model.
 
-    Raises `LongRopeError` when the spec does not fit the model (e.g. wrong number of factors), or when part of
-    it cannot be expressed and ``lossy`` is False.
+    ``portable`` exports `portable_spec(spec)` with the attention factor in every runtime's keys. Raises
+    `LongRopeError` when the spec does not fit the model (e.g. wrong number of factors), or when part of it
+    cannot be expressed and ``lossy`` is False.
     """
+    if portable:
+        spec = portable_spec(spec)
     if not isinstance(spec, RopeSpec):
         raise LongRopeError(f"export needs one RopeSpec, got {spec!r}")
     geometry = geometry or RopeGeometry.from_config(config)
@@ -188,6 +220,8 @@ def plan_hf_rope(config, spec: RopeSpec, geometry: RopeGeometry | None = None, t
         max_positions = int(getattr(config, "max_position_embeddings", window) or window)
     else:
         max_positions = round(window * factor)
+    if portable and params.get("rope_type") == "longrope":
+        _portable_scale(params, exported, geometry, max_positions, notes)
     top_level: dict[str, Any] = {}
     if model_type == "phi3" or hasattr(config, "original_max_position_embeddings"):
         # Phi-3 reads this top-level field in preference to rope_parameters'.
@@ -200,28 +234,6 @@ def _check_target(out_dir: Path, force: bool) -> None:
         raise LongRopeError(f"{out_dir} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise LongRopeError(f"{out_dir} is not empty; pass force=True (--force) to replace it")
-
-
-def staging_dir(out_dir: Path) -> Path:
-    """A fresh hidden sibling of ``out_dir`` to write into before the final rename."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def publish(tmp: Path, out_dir: Path) -> Path:
-    """Replace ``out_dir`` with the finished ``tmp`` directory (rename, so readers never see half of it)."""
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out_dir)
-    return out_dir
 
 
 def clean_config(config):
@@ -263,14 +275,18 @@ def save_weights(model, config, out_dir: Path) -> None:
 
 
 def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, target_window: int | None = None,
-              force: bool = False, lossy: bool = False) -> Path:
+              force: bool = False, lossy: bool = False, also: Callable[[Path], None] | None = None,
+              portable: bool = False) -> Path:
     """Write ``model`` with ``spec`` as a Hugging Face directory any transformers 5 / vLLM loads with no code of ours.
 
     ``spec`` defaults to the one `longrope.patch.apply` put on the model. ``target_window`` sets
     ``max_position_embeddings`` (default: original window x factor). With ``lossy=True`` the parts stock
     runtimes cannot express (LongRoPE n_hat, STRING) are dropped, each with a `LossyExportWarning`, and listed in
     ``longrope_export.json``; without it they are a `LongRopeError`. The directory appears complete or not at
-    all; a non-empty ``out_dir`` needs ``force=True``. Returns ``out_dir``.
+    all; a non-empty ``out_dir`` needs ``force=True``. ``also(directory)`` may add files (the CLI writes
+    ``model.gguf``) before the directory is published, so a failure there leaves the previous export untouched.
+    ``portable`` writes `portable_spec(spec)` (one factor table, attention factor in each runtime's keys), the
+    export to serve with vLLM or llama.cpp or when generations cross the original window. Returns ``out_dir``.
     """
     from longrope.patch import current_spec, model_geometry
 
@@ -284,9 +300,11 @@ def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, targ
     if target_window is not None and target_window < 1:
         raise LongRopeError(f"target window must be a positive number of tokens, got {target_window}")
     geometry = model_geometry(model)
+    if portable:
+        spec = portable_spec(spec)
     _check_target(out_dir, force)
     base_config = model.config
-    plan = plan_hf_rope(base_config, spec, geometry, target_window, lossy)
+    plan = plan_hf_rope(base_config, spec, geometry, target_window, lossy, portable)
     for item in plan.lost:
         warnings.warn(f"lossy export: dropped {item}", LossyExportWarning, stacklevel=2)
 
@@ -300,8 +318,7 @@ def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, targ
     except ValueError as exc:
         raise LongRopeError(f"transformers rejects the exported rope_parameters: {exc}") from None
 
-    tmp = staging_dir(out_dir)
-    try:
+    def write(tmp: Path) -> None:
         save_weights(model, config, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -315,7 +332,7 @@ def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, targ
             "notes": plan.notes,
         }
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        return publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if also is not None:
+            also(tmp)
+
+    return atomic_dir(out_dir, write)

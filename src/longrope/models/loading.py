@@ -68,14 +68,18 @@ def resolve_model_path(name_or_path: str) -> tuple[str, str | None]:
 def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu"):
     """Load ``(model, tokenizer)``: ``tiny`` (shipped with the package), ``smollm2``, a rebuilt tiny model by
     name, an HF directory, a ``.gguf`` file (de-quantised by transformers) or a hub id (needs network access)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     source, gguf_file = resolve_model_path(name_or_path)
     torch_dtype = resolve_dtype(dtype)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    # GGUF weights are unpacked into plain Linear layers of `dtype` (the rotary patch and the fast CPU path need
+    # dense weights). Saying so up front also keeps transformers from warning that packed weights "stay
+    # quantized" and every matmul casts, which is not what happens on this path.
+    model_kwargs = {**kwargs, "quantization_config": GgufConfig(dequantize=True)} if gguf_file else kwargs
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **model_kwargs)
     except OSError as exc:
         raise LongRopeError(f"cannot load model {name_or_path!r}: {exc}") from None
     model.to(device).eval()

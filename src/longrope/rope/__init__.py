@@ -10,6 +10,8 @@ from longrope.rope.frequencies import (
     yarn_attention_factor,
 )
 from longrope.rope.geometry import RopeGeometry
+from longrope.rope.presets import Preset, check_preset_fits, load_preset, write_preset
+from longrope.rope.preset_files import preset_names
 from longrope.rope.spec import (
     METHODS,
     DynamicNTKSpec,
@@ -33,8 +35,9 @@ from longrope.rope.string_map import string_relative_positions
 
 __all__ = [
     "METHODS", "ROPE_FUNCTIONS", "DynamicNTKSpec", "LinearSpec", "Llama3Spec", "LongRopeSpec", "NTKSpec",
-    "NoScaling", "RopeGeometry", "RopeSpec", "StringSpec", "YarnSpec", "base_inv_freq", "from_rope_parameters",
-    "inv_freq_for", "load_spec", "longrope_attention_factor", "make_spec", "ntk_base", "rescale_factors",
-    "save_spec", "spec_from_dict", "spec_from_json", "string_relative_positions", "to_rope_parameters",
+    "NoScaling", "Preset", "RopeGeometry", "RopeSpec", "StringSpec", "YarnSpec", "base_inv_freq",
+    "check_preset_fits", "from_rope_parameters", "inv_freq_for", "load_preset", "load_spec",
+    "longrope_attention_factor", "make_spec", "ntk_base", "preset_names", "rescale_factors", "save_spec",
+    "spec_from_dict", "spec_from_json", "string_relative_positions", "to_rope_parameters", "write_preset",
     "yarn_attention_factor",
 ]

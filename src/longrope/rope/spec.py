@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from longrope.errors import LongRopeError
+from longrope.rope.preset_files import is_preset_name, preset_names, read_preset
 
 
 def _check_factor(method: str, factor: float) -> None:
@@ -294,12 +295,19 @@ def spec_from_json(text: str) -> RopeSpec:
 
 
 def load_spec(path: str | Path) -> RopeSpec:
-    """Read a spec JSON file (as written by `save_spec` or by `longrope search`)."""
+    """Read a spec JSON file (as written by `save_spec` or by `longrope search`), or a shipped preset's spec
+    by name (``"smollm2-16k"``; `longrope.rope.presets`)."""
+    if is_preset_name(str(path)):
+        try:
+            return spec_from_dict(read_preset(str(path))["spec"])
+        except (LongRopeError, KeyError, TypeError) as exc:
+            raise LongRopeError(f"preset {str(path)!r}: {exc}") from None
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise LongRopeError(f"spec file {path} does not exist") from None
+        presets = ", ".join(preset_names()) or "none"
+        raise LongRopeError(f"spec file {path} does not exist (nor is it a preset; shipped: {presets})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise LongRopeError(f"cannot read spec file {path}: {exc}") from None
     try:

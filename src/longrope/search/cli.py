@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from longrope.errors import LongRopeError
+from longrope.interrupts import on_interrupt, rerun_command
+from longrope.locks import output_lock
 from longrope.validation import check_number, check_output_dir
 
 console = Console()
@@ -34,7 +38,7 @@ def search_command(
     split: str = typer.Option("validation", help="Split of the fitness documents (never test)."),
     short: bool = typer.Option(False, "--short", help="Search short factors (at the original window)."),
     long_spec: Path | None = typer.Option(
-        None, "--long-spec", help="With --short: the long spec JSON to complete."
+        None, "--long-spec", help="With --short: the long spec JSON (or preset) to complete."
     ),
     longrope2: bool = typer.Option(
         False, "--longrope2", help="LongRoPE2: search pairs >= the critical pair in [s, 2s]."
@@ -55,7 +59,14 @@ def search_command(
         None, "--lambda-max", help="Upper bound of the factors (default 1.25*s)."
     ),
     factor_file: Path | None = typer.Option(
-        None, "--factor-file", help="Extra seed: JSON list of factors or a spec."
+        None, "--factor-file", help="Extra seed: JSON list of factors, a spec or a preset."
+    ),
+    portable: bool = typer.Option(
+        False, "--portable", help="Factors to serve at every length (long also as short, the form `longrope "
+        "export --portable` writes): fitness + --portable-weight x max(0, in-window NLL - the model's own)."
+    ),
+    portable_weight: float = typer.Option(
+        1.0, "--portable-weight", help="Weight of the in-window penalty of --portable."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the state file in --out."),
     out: Path = typer.Option(Path("search-out"), "--out", help="Output directory."),
@@ -85,13 +96,15 @@ def search_command(
     Run on several processes with: torchrun --nproc-per-node N -m longrope search ...
     """
     from longrope.rope import LongRopeSpec, load_spec
-    from longrope.search.evolution import SearchConfig, search, search_short
+    from longrope.search.evolution import SearchConfig
 
     # Everything below is checked before torchrun's process group or the model: a mistake costs no compute.
     check_number("--racing-z", racing_z)  # negative is the exact rule; only NaN and infinities are mistakes
     out = check_output_dir("--out", out)
     if factor is None and length is None and not short:
         raise LongRopeError("give --factor or --length")
+    if portable and short:
+        raise LongRopeError("--portable searches one table for every length; it has no short factors (drop --short)")
     config = SearchConfig(
         factor=factor,
         target_length=length,
@@ -117,6 +130,8 @@ def search_command(
         racing_rank=racing_rank or None,
         dtype=dtype,
         factor_file=str(factor_file) if factor_file else None,
+        portable=portable,
+        portable_weight=portable_weight,
     )
     spec = None
     if short:
@@ -129,12 +144,27 @@ def search_command(
     else:
         config.validate()
 
+    # Rank 0 owns --out (the others never write it); taken before the model loads so a clash costs nothing.
+    main_process = os.environ.get("RANK", "0") == "0"
+    resume_hint = (f"search interrupted; every finished evaluation is in {out / 'evaluations.jsonl'} and the state in "
+                   f"{out / 'search_state.json'}; continue with: {rerun_command('--resume')}")
+    with output_lock(out) if main_process else nullcontext(), on_interrupt(resume_hint):
+        _run_search(model, dtype, long_spec, factor_file, spec, config, out, resume, progress)
+
+
+def _run_search(model, dtype, long_spec, factor_file, spec, config, out, resume, progress) -> None:
     from longrope.models.loading import load_model
+    from longrope.patch import model_geometry
+    from longrope.rope import check_preset_fits
     from longrope.search.distributed import init_from_env, local_device, shutdown
+    from longrope.search.evolution import search, search_short
 
     comm = init_from_env()
     try:
         loaded, tokenizer = load_model(model, dtype=dtype, device=local_device())
+        for named in (long_spec, factor_file):
+            if named is not None:
+                check_preset_fits(str(named), model_geometry(loaded))
         show = progress and comm.is_main
         if spec is not None:
             result = search_short(

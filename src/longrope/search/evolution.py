@@ -41,6 +41,7 @@ from longrope.search.fitness import (
     Evaluation,
     Evaluator,
     FitnessData,
+    PenalizedEvaluator,
     RacingRule,
     build_fitness_data,
     racing_rule,
@@ -126,6 +127,8 @@ class SearchConfig:
     racing_z: float | None = 1.5
     racing_rank: int | None = None
     estimated_parents: bool = True
+    portable: bool = False
+    portable_weight: float = 1.0
     dtype: str | None = "bf16"
     factor_file: str | None = None
     chunk: int = 1024
@@ -146,6 +149,7 @@ class SearchConfig:
         check_number("attention_max", self.attention_max, minimum=self.attention_min)
         check_number("attention_factor", self.attention_factor, above=0)
         check_number("racing_z", self.racing_z)
+        check_number("portable_weight", self.portable_weight, minimum=0)
         for name in ("population", "parents", "docs", "batch"):
             if getattr(self, name) < 1:
                 raise LongRopeError(
@@ -193,6 +197,8 @@ class SearchConfig:
         out = {k: v for k, v in asdict(self).items() if k not in _UNHASHED}
         if not self.racing or self.racing_z is None:
             del out["estimated_parents"]  # only the predictive rule gives estimates: no effect here
+        if not self.portable:  # absent when off, so states written before these settings existed still resume
+            del out["portable"], out["portable_weight"]
         return out
 
     def planned_evaluations(self) -> int:
@@ -255,6 +261,7 @@ class _Run:
         comm: Comm,
         extra_seed,
         title: str,
+        in_window: FitnessData | None = None,
     ):
         self.space, self.config, self.data, self.comm = space, config, data, comm
         self.geometry = geometry
@@ -268,6 +275,7 @@ class _Run:
             "data": data.fingerprint,
             "extra_seed": extra_seed,
             "format": 1,
+            **({"in_window": in_window.fingerprint} if in_window is not None else {}),
         }
         self.config_hash = stable_hash(payload)
         comm.check_same(f"{self.config_hash}/batch={config.batch}", "search configuration (hash)")
@@ -298,8 +306,17 @@ class _Run:
         self.state: SearchState = value
         self.rng = rng_from_json(self.state.rng)
         self.seeds = seed_genomes(space, geometry, extra_seed)
-        self.evaluator = Evaluator(evaluation_model(model, config.dtype), data, config.batch, config.chunk)
-        self.log = EvaluationLog(self.out_dir / LOG_FILE, self.state.log_bytes) if comm.is_main else None
+        scoring_model = evaluation_model(model, config.dtype)
+        self.evaluator = (
+            Evaluator(scoring_model, data, config.batch, config.chunk) if in_window is None else
+            PenalizedEvaluator(scoring_model, data, in_window, config.portable_weight, config.batch, config.chunk))
+        self.log = None
+        if comm.is_main:
+            self.log = EvaluationLog(self.out_dir / LOG_FILE, self.state.log_bytes, len(self.state.records),
+                                     rebuild=self.rebuilt_rows)
+            if self.log.repaired:  # shown even without progress display: the user must know
+                Console(stderr=True, soft_wrap=True).print(f"note: {self.log.repaired}", markup=False)
+                self.state.log_bytes = self.log.size
         self.started = time.perf_counter()
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
@@ -439,6 +456,7 @@ class _Run:
                     seconds=round(result.seconds, 4),
                     order=len(self.state.records),
                     estimate=result.estimate,
+                    penalty=result.penalty,
                 )
                 self.state.records[key] = record
                 rows.append(self.log_row(record))
@@ -467,7 +485,14 @@ class _Run:
             "tokens": record.tokens,
             "seconds": record.seconds,
             "threshold": self.state.threshold,
+            **({"in_window_penalty": record.penalty} if record.penalty is not None else {}),
         }
+
+    def rebuilt_rows(self) -> list[dict]:
+        """The log rows of every record, for a log lost or damaged since the state was saved (the group stage
+        and racing threshold of past rows are not kept in the state: null)."""
+        records = sorted(self.state.records.values(), key=lambda r: r.order)
+        return [{**self.log_row(r), "stage": None, "threshold": None, "rebuilt": True} for r in records]
 
     def best_text(self) -> str:
         ranked = self.complete_fitness(self.state.records)
@@ -587,10 +612,11 @@ class _Run:
 
 
 def _execute(
-    model, space, geometry, data, config, out_dir, resume, progress, comm, extra_seed, title
+    model, space, geometry, data, config, out_dir, resume, progress, comm, extra_seed, title, in_window=None
 ) -> SearchResult:
     comm = comm or init_from_env()
-    run = _Run(model, space, geometry, data, config, Path(out_dir), resume, progress, comm, extra_seed, title)
+    run = _Run(model, space, geometry, data, config, Path(out_dir), resume, progress, comm, extra_seed, title,
+               in_window)
     try:
         if not run.state.done or run.state.generation <= config.generations:
             run.state.done = False
@@ -609,8 +635,13 @@ def search(
     progress: bool = True,
     data: FitnessData | None = None,
     comm: Comm | None = None,
+    in_window: FitnessData | None = None,
 ) -> SearchResult:
     """Search LongRoPE long factors for ``model`` at ``config``'s target length; write outputs to ``out_dir``.
+
+    ``config.portable``: the factors serve at every length (`longrope.export.hf.portable_spec`) and the fitness
+    adds ``portable_weight * max(0, in-window NLL - the model's own)`` on ``in_window`` documents cut to the
+    original window (built from ``tokenizer`` when not given; `fitness.PenalizedEvaluator`).
 
     Outputs: ``best_spec.json`` (`longrope.rope.load_spec` reads it), ``evaluations.jsonl`` (every
     evaluation), ``convergence.png``, ``result.json`` and the state file ``search_state.json``.
@@ -631,6 +662,7 @@ def search(
         attention_factor=config.attention_factor,
         longrope2=config.longrope2,
         critical_pair=config.critical_pair,
+        portable=config.portable,
     )
     extra = read_factor_file(config.factor_file, geometry) if config.factor_file else None
     if data is None:
@@ -641,8 +673,13 @@ def search(
         raise LongRopeError(
             f"the fitness documents have {data.length} tokens but the target length is {length}"
         )
-    title = f"{'LongRoPE2' if config.longrope2 else 'LongRoPE'} search {factor:g}x ({length} tokens)"
-    return _execute(model, space, geometry, data, config, out_dir, resume, progress, comm, extra, title)
+    if config.portable and in_window is None:
+        in_window = build_fitness_data(tokenizer, geometry.original_window, config.docs, config.corpus,
+                                       config.split, config.data_seed)
+    title = (f"{'LongRoPE2' if config.longrope2 else 'LongRoPE'} {'portable ' if config.portable else ''}search "
+             f"{factor:g}x ({length} tokens)")
+    return _execute(model, space, geometry, data, config, out_dir, resume, progress, comm, extra, title,
+                    in_window if config.portable else None)
 
 
 def search_short(

@@ -165,6 +165,7 @@ class Evaluation:
     tokens: int
     seconds: float
     estimate: float | None = None
+    penalty: float | None = None  # in-window penalty included in ``fitness`` (portable search only)
 
 
 @dataclass(frozen=True)
@@ -295,4 +296,38 @@ class Evaluator:
                 results.append(
                     Evaluation(per_doc[i], round_nll(sum(per_doc[i]) / k), True, tokens[i], seconds)
                 )
+        return results
+
+
+class PenalizedEvaluator(Evaluator):
+    """The fitness of a portable search: long-context fitness plus ``weight * max(0, in-window NLL - base)``.
+
+    A portable spec uses its long factors at every length (`longrope.export.hf.portable_spec`), so inside the
+    original window it must not cost much against the model's own RoPE. ``in_window`` holds documents cut to
+    that window; ``base`` is their NLL without scaling, measured once. Only complete candidates pay for the
+    in-window forward; racing still sees the long-context documents alone, which stays sound: the penalty can
+    only raise a fitness.
+    """
+
+    def __init__(self, model, data: FitnessData, in_window: FitnessData, weight: float = 1.0, batch: int = 4,
+                 chunk: int = DEFAULT_CHUNK):
+        super().__init__(model, data, batch, chunk)
+        from longrope.rope import NoScaling
+
+        self.inner = Evaluator(model, in_window, batch, chunk)
+        self.weight = weight
+        self.base = self.inner.evaluate([NoScaling()])[0].fitness
+
+    def evaluate(self, specs: list[RopeSpec], rule: RacingRule | None = None) -> list[Evaluation]:
+        results = super().evaluate(specs, rule)
+        complete = [i for i, r in enumerate(results) if r.complete]
+        before = self.inner.forward_tokens
+        inside = self.inner.evaluate([specs[i] for i in complete]) if complete else []
+        self.forward_tokens += self.inner.forward_tokens - before
+        for i, in_window in zip(complete, inside):
+            penalty = round_nll(self.weight * max(0.0, in_window.fitness - self.base))
+            result = results[i]
+            results[i] = Evaluation(result.per_doc, round_nll(result.fitness + penalty), True,
+                                    result.tokens + in_window.tokens, result.seconds + in_window.seconds,
+                                    result.estimate, penalty)
         return results

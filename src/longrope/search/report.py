@@ -4,24 +4,62 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
+from longrope.atomic import atomic_write_bytes
+from longrope.errors import LongRopeError
 from longrope.progress import LoggedProgress, progress_columns
 
 
 class EvaluationLog:
-    """Append-only JSONL file, one line per evaluation; truncated to the length the state file agrees with."""
+    """Append-only JSONL file, one line per evaluation, kept in agreement with the state file.
 
-    def __init__(self, path: Path, keep_bytes: int) -> None:
+    On resume the first ``keep_bytes`` (what the state last saw) are checked: ``expected_rows`` lines of JSON
+    whose ``order`` fields count 0, 1, ...; a longer file (rows of a batch the state never saved) is cut back.
+    A log that is shorter, missing or damaged is rebuilt from ``rebuild()`` (the state's own records), and
+    ``repaired`` says so, so no evaluation is silently lost or duplicated.
+    """
+
+    def __init__(self, path: Path, keep_bytes: int, expected_rows: int = 0,
+                 rebuild: Callable[[], list[dict]] | None = None) -> None:
         self.path = path
+        self.repaired: str | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.stat().st_size > keep_bytes:
+        if keep_bytes == 0:
+            path.write_bytes(b"")
+            return
+        problem = self._problem(keep_bytes, expected_rows)
+        if problem is None:
             with path.open("r+b") as handle:
                 handle.truncate(keep_bytes)
-        elif not path.exists() or keep_bytes == 0:
-            path.write_bytes(b"")
+            return
+        if rebuild is None:
+            raise LongRopeError(f"{path} {problem}; it cannot be rebuilt here: delete the output directory")
+        rows = rebuild()
+        atomic_write_bytes(path, b"".join((json.dumps(row) + "\n").encode() for row in rows), fsync=True)
+        self.repaired = f"{path} {problem}; rebuilt its {len(rows)} rows from the search state"
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def _problem(self, keep_bytes: int, expected_rows: int) -> str | None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return "is missing"
+        if len(data) < keep_bytes:
+            return f"is shorter ({len(data)} bytes) than the state recorded ({keep_bytes})"
+        try:
+            orders = [json.loads(line)["order"] for line in data[:keep_bytes].decode().splitlines()]
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            return "has a damaged line"
+        if orders != list(range(expected_rows)):
+            return f"holds {len(orders)} rows out of order or not the state's {expected_rows}"
+        return None
 
     def append(self, rows: list[dict]) -> int:
         """Write ``rows`` durably and return the new file length."""
@@ -56,3 +94,24 @@ def search_progress(console: Console) -> LoggedProgress:
     return LoggedProgress(
         *progress_columns("best ppl {task.fields[best]}", remaining_label="left"), console=console, transient=False
     )
+
+
+def write_preset_from_search(search_dir: str | Path, path: str | Path, name: str, header: dict) -> Path:
+    """A preset file from a finished search's ``best_spec.json`` and ``result.json``: the header gets the
+    search's settings, budget and fitness data beside what ``header`` adds (model, figures, date, ...)."""
+    from longrope.rope import RopeGeometry, load_spec, write_preset
+
+    search_dir = Path(search_dir)
+    try:
+        result = json.loads((search_dir / "result.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise LongRopeError(f"{search_dir} holds no finished search (result.json: {exc})") from None
+    spec = load_spec(search_dir / "best_spec.json")
+    space = result.get("space", {})
+    geometry = RopeGeometry(**header.pop("geometry")) if "geometry" in header else None
+    if geometry is None:
+        raise LongRopeError("the header needs the model's geometry: {'dim': ..., 'base': ..., 'original_window': ...}")
+    search = {key: result.get(key) for key in ("evaluations", "forward_tokens", "seconds", "seed_fitness",
+                                               "fitness", "perplexity", "config")}
+    search["space"] = space
+    return write_preset(path, name, spec, geometry, {**header, "search": search, "fitness_data": result.get("data")})

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from longrope.errors import LongRopeError
+from longrope.rope.preset_files import is_preset_name, read_preset
 from longrope.rope import (
     LinearSpec,
     LongRopeSpec,
@@ -89,7 +90,8 @@ class SearchSpace:
     n_hat is not searched). attention_range: (low, high) hundredths when the attention factor is searched,
     else None and ``attention_factor`` (None = LongRoPE's "su" policy) applies. factor: s.
     mode: "long" (factors are the long factors) or "short" (factors are the short factors; ``fixed_long``
-    holds the long spec they complete).
+    holds the long spec they complete). portable: long mode whose specs use the long factors as the short ones
+    too (one table at every length, `longrope.export.hf.portable_spec`).
     """
 
     pairs: int
@@ -103,6 +105,7 @@ class SearchSpace:
     attention_factor: float | None = None
     mode: str = "long"
     fixed_long: LongRopeSpec | None = field(default=None, compare=False)
+    portable: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.first_pair < self.pairs:
@@ -186,8 +189,10 @@ class SearchSpace:
                 attention_factor=long.attention_factor,
                 original_window=self.original_window,
             )
+        factors = self.factors(genome)
         return LongRopeSpec(
-            long_factor=self.factors(genome),
+            long_factor=factors,
+            short_factor=factors if self.portable else None,
             n_hat=genome.n_hat,
             factor=self.factor,
             attention_factor=self.attention(genome),
@@ -208,6 +213,7 @@ class SearchSpace:
             "factor": self.factor,
             "original_window": self.original_window,
             "fixed_long": None if self.fixed_long is None else self.fixed_long.to_dict(),
+            **({"portable": True} if self.portable else {}),  # absent when off: older states keep their hash
         }
 
 
@@ -222,8 +228,10 @@ def make_space(
     attention_factor: float | None = None,
     longrope2: bool = False,
     critical_pair: int | None = None,
+    portable: bool = False,
 ) -> SearchSpace:
-    """The long-factor search space for scale ``factor`` (s) on a model of ``geometry``."""
+    """The long-factor search space for scale ``factor`` (s) on a model of ``geometry`` (``portable``: specs
+    with one table, the long factors also as the short ones)."""
     if not factor > 1:
         raise LongRopeError(
             f"the target length must be above the original window {geometry.original_window} (scale {factor} <= 1)"
@@ -255,6 +263,7 @@ def make_space(
         n_hat_choices=N_HAT_CHOICES if search_n_hat else (0,),
         attention_range=att,
         attention_factor=attention_factor,
+        portable=portable,
     )
 
 
@@ -283,13 +292,14 @@ def make_short_space(
 
 
 def read_factor_file(path: str | Path, geometry: RopeGeometry) -> tuple[float, ...]:
-    """Per-pair factors from a JSON list, or from a spec file (LongRoPE: its long factors; others: their table)."""
+    """Per-pair factors from a JSON list, from a spec file (LongRoPE: its long factors; others: their table) or
+    from a shipped preset named by ``path``."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = read_preset(str(path))["spec"] if is_preset_name(str(path)) else json.loads(path.read_text())
     except FileNotFoundError:
         raise LongRopeError(f"factor file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as exc:
         raise LongRopeError(f"cannot read factor file {path}: {exc}") from None
     if isinstance(data, dict) and "long_factor" in data and "method" not in data:
         data = data["long_factor"]  # a bare rope_parameters-like dict

@@ -64,6 +64,7 @@ class Record:
     seconds: float
     order: int  # evaluation order: index in the run
     estimate: float | None = None  # predicted fitness of a candidate dropped by the predictive racing rule
+    penalty: float | None = None  # in-window penalty included in fitness (portable search only)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from longrope.interrupts import on_interrupt, rerun_command
+from longrope.locks import output_lock
 from longrope.validation import check_output_dir
 
 console = Console()
@@ -14,7 +16,8 @@ console = Console()
 
 def finetune_command(
     model: str = typer.Option("tiny", "--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id."),
-    spec: Path = typer.Option(..., "--spec", help="Scaling spec JSON (e.g. best_spec.json of a search)."),
+    spec: Path = typer.Option(..., "--spec",
+                              help="Scaling spec JSON (e.g. best_spec.json of a search) or a preset name."),
     length: int = typer.Option(..., "--length", help="Tokens per training sequence (the extended length; "
                                "with --pose the short window N)."),
     steps: int = typer.Option(..., "--steps", help="Optimizer steps."),
@@ -48,7 +51,9 @@ def finetune_command(
     --out/checkpoints and --out/train_log.jsonl. On several GPUs: accelerate launch -m longrope finetune ...
     """
     from longrope.models.loading import load_model
-    from longrope.rope import load_spec
+    from longrope.patch import model_geometry
+    from longrope.rope import check_preset_fits, load_spec
+    from longrope.rope.preset_files import is_preset_name
     from longrope.train.config import FinetuneConfig
     from longrope.train.finetuning import finetune
 
@@ -58,8 +63,13 @@ def finetune_command(
                             mixed_precision=precision, gradient_checkpointing=checkpointing, seed=seed)
     scaling = load_spec(spec)
     out = check_output_dir("--out", out)  # the config checked the numbers: all before the model loads
-    loaded, tokenizer = load_model(model, dtype=dtype)
-    path = finetune(loaded, tokenizer, scaling, config, out, resume=resume, progress=progress)
+    hint = (f"fine-tuning interrupted; checkpoints (every --save-every steps) are in {out / 'checkpoints'}; "
+            f"continue with: {rerun_command('--resume')}")
+    with output_lock(out), on_interrupt(hint):
+        loaded, tokenizer = load_model(model, dtype=dtype)
+        if is_preset_name(str(spec)):
+            check_preset_fits(str(spec), model_geometry(loaded))
+        path = finetune(loaded, tokenizer, scaling, config, out, resume=resume, progress=progress)
     console.print(f"fine-tuned model: {path}")
 
 
@@ -79,7 +89,10 @@ def extend_command(
 
     loaded_plan = load_plan(plan)  # a bad plan or --out fails here, before the first stage
     out = check_output_dir("--out", out)
-    final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan)
+    hint = (f"extension interrupted; finished stages are kept in {out} (a DONE marker each); continue with: "
+            f"{rerun_command(drop=('--no-resume',))}")
+    with output_lock(out), on_interrupt(hint):
+        final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan)
     console.print(f"final spec: {final}")
 
 

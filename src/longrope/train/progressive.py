@@ -29,6 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
+from longrope.atomic import atomic_write_bytes
 from longrope.errors import LongRopeError
 from longrope.rope import LongRopeSpec, load_spec
 from longrope.train.config import FinetuneConfig
@@ -317,9 +318,7 @@ def _read_done(stage_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
 
 
 def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = True, progress: bool = True,

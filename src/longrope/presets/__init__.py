@@ -1,0 +1,1 @@
+"""Searched specs shipped with longrope (JSON files; see `longrope.rope.presets`)."""
