@@ -159,7 +159,8 @@ def our_outputs(model, prompts: dict[str, torch.Tensor], new_tokens: int) -> dic
         for check in ("below window", "above window"):
             ids = prompts[check]
             with sequence_length(model, ids.shape[1]):
-                out[check] = model(ids).logits[0, -COMPARED_POSITIONS:].float().numpy()
+                logits = model(ids, logits_to_keep=COMPARED_POSITIONS).logits  # never [length x vocab]
+                out[check] = logits[0, -COMPARED_POSITIONS:].float().numpy()
         steps: list[torch.Tensor] = []
         tokens = greedy_generate(model, prompts["crossing generation"], max_new_tokens=new_tokens, step_logits=steps)
         out["crossing generation"] = torch.stack(steps).numpy()
@@ -181,7 +182,7 @@ out = {}
 with torch.no_grad():
     for check in ("below window", "above window"):
         ids = torch.from_numpy(data[check])
-        out[check] = model(ids).logits[0, -args["positions"]:].float().numpy()
+        out[check] = model(ids, logits_to_keep=args["positions"]).logits[0, -args["positions"]:].float().numpy()
     ids = torch.from_numpy(data["crossing generation"])
     result = model.generate(ids, max_new_tokens=args["new_tokens"], do_sample=False, output_logits=True,
                             return_dict_in_generate=True, pad_token_id=0, eos_token_id=None,

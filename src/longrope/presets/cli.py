@@ -15,16 +15,16 @@ console = Console(soft_wrap=True)
 
 
 def presets_table() -> Table:
-    """One row per shipped preset: its model, window -> target, method and the figures its header records."""
+    """One row per shipped preset: its model, window -> target, method and the summary of its figures
+    (`longrope presets NAME` shows them all)."""
     table = Table(title="Shipped presets (use the name wherever a spec file is accepted)")
-    for column in ("name", "model", "window", "target", "method", "figures"):
+    for column in ("name", "model", "window", "target", "method", "measured (test data)"):
         table.add_column(column)
     for name in preset_names():
         preset = load_preset(name)
         header = preset.header
-        figures = "; ".join(f"{k}: {v}" for k, v in header.get("figures", {}).items() if not isinstance(v, dict))
-        table.add_row(name, str(header.get("model", "?")), str(preset.geometry.original_window),
-                      str(header.get("target_length", "?")), preset.spec.method, figures)
+        table.add_row(name, str(header.get("model", "?")).split(" (")[0], str(preset.geometry.original_window),
+                      str(header.get("target_length", "?")), preset.spec.method, str(header.get("summary", "")))
     return table
 
 
