@@ -88,3 +88,16 @@ def test_an_old_copy_left_between_the_two_renames_is_restored(tmp_path):
     (old / "weights").write_text("the only good copy")
     assert sweep_stale(out) == []
     assert (out / "weights").read_text() == "the only good copy" and not old.exists()
+
+
+def test_a_directory_gets_normal_file_modes_whatever_its_writer_did(tmp_path, umask_022):
+    from longrope.atomic import atomic_dir
+
+    def write(directory):
+        (directory / "sub").mkdir()
+        for path in (directory / "weights.safetensors", directory / "sub" / "x.json"):
+            path.write_text("w")
+            os.chmod(path, 0o600)  # what a tempfile-based writer leaves
+
+    out = atomic_dir(tmp_path / "model", write)
+    assert mode(out / "weights.safetensors") == 0o644 and mode(out / "sub" / "x.json") == 0o644

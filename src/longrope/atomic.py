@@ -106,6 +106,21 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> Pa
     return path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(directory: Path) -> None:
+    """Give every file under ``directory`` the mode a plain ``open`` would (some writers, e.g. transformers'
+    shard saving, leave private 0600 temp-file modes behind)."""
+    mode = 0o666 & ~_current_umask()
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def atomic_dir(final: str | Path, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` on a temporary sibling ``.NAME.tmp-PID`` of ``final``, then move it into place.
 
@@ -120,6 +135,7 @@ def atomic_dir(final: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         tmp.mkdir()
         write(tmp)
+        normal_permissions(tmp)
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}"
             os.rename(final, old)

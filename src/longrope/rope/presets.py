@@ -4,7 +4,8 @@ A preset is a JSON file in ``longrope/presets/`` named ``<name>.json``::
 
     {"name": "smollm2-16k",
      "geometry": {"dim": 64, "base": 100000.0, "original_window": 8192},
-     "header": {"model": ..., "target_length": ..., "search": {...}, "fitness": {...}, "date": ..., "figures": {...}},
+     "header": {"model": ..., "target_length": ..., "search": {...}, "fitness_data": "...", "date": ...,
+                "figures": {...}, "summary": "..."},
      "spec": {"method": "longrope", ...}}
 
 ``load_spec("smollm2-16k")`` returns the spec; ``check_preset_fits(name, geometry)`` refuses a preset made for
