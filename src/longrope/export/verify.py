@@ -199,7 +199,8 @@ def stock_transformers_outputs(export_dir: Path, prompts: dict[str, torch.Tensor
     with tempfile.TemporaryDirectory(prefix="longrope-verify-") as tmp:
         prompt_file, output = Path(tmp) / "prompts.npz", Path(tmp) / "stock.npz"
         np.savez(prompt_file, **{k: v.numpy() for k, v in prompts.items()})
-        args = {"export_dir": str(export_dir), "prompts": str(prompt_file), "output": str(output),
+        # Absolute: the child runs in the temporary directory, and a relative path would be read as a hub id.
+        args = {"export_dir": str(export_dir.resolve()), "prompts": str(prompt_file), "output": str(output),
                 "positions": COMPARED_POSITIONS, "new_tokens": new_tokens}
         proc = subprocess.run([sys.executable, "-c", _STOCK_SCRIPT, json.dumps(args)], capture_output=True,
                               text=True, timeout=timeout, cwd=tmp)
