@@ -50,3 +50,13 @@ def tiny_model(arch: str = "llama", seed: int = 0, **config_kwargs):
 def same_weights(target, source):
     target.load_state_dict(source.state_dict())
     return target.eval()
+
+
+def dead_pid() -> int:
+    """The id of a process that has just ended (for stale-lock and stale-file tests)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+from factories import dead_pid
 
 from longrope.atomic import atomic_write_bytes
 from longrope.eval.report import write_text_atomic
@@ -49,19 +50,10 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _dead_pid() -> int:
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def test_leftovers_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
     from longrope.atomic import atomic_dir, sweep_stale
 
-    dead, alive = _dead_pid(), os.getpid()
+    dead, alive = dead_pid(), os.getpid()
     out = tmp_path / "export"
     stale = [tmp_path / f".export.{dead}-0a1b.tmp", tmp_path / f".export.partial-{dead}",
              tmp_path / f".export.tmp-{dead}"]
@@ -83,7 +75,7 @@ def test_an_old_copy_left_between_the_two_renames_is_restored(tmp_path):
     from longrope.atomic import sweep_stale
 
     out = tmp_path / "model"
-    old = tmp_path / f".model.old-{_dead_pid()}"
+    old = tmp_path / f".model.old-{dead_pid()}"
     old.mkdir()
     (old / "weights").write_text("the only good copy")
     assert sweep_stale(out) == []

@@ -5,19 +5,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
-
 import pytest
+from factories import dead_pid
 
 from longrope.errors import LongRopeError
 from longrope.locks import lock_path, output_lock
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def test_a_second_holder_is_refused_with_the_first_named(tmp_path):
@@ -36,7 +28,7 @@ def test_a_second_holder_is_refused_with_the_first_named(tmp_path):
 
 def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
     out = tmp_path / "run"
-    lock_path(out).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    lock_path(out).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
     with output_lock(out):
         assert json.loads(lock_path(out).read_text())["pid"] == os.getpid()
 

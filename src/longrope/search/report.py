@@ -96,10 +96,11 @@ def search_progress(console: Console) -> LoggedProgress:
     )
 
 
-def write_preset_from_search(search_dir: str | Path, path: str | Path, name: str, header: dict) -> Path:
-    """A preset file from a finished search's ``best_spec.json`` and ``result.json``: the header gets the
-    search's settings, budget and fitness data beside what ``header`` adds (model, figures, date, ...)."""
-    from longrope.rope import RopeGeometry, load_spec, write_preset
+def write_preset_from_search(search_dir: str | Path, path: str | Path, name: str, geometry, header: dict) -> Path:
+    """A preset file for a model of ``geometry`` (`RopeGeometry`) from a finished search's ``best_spec.json``
+    and ``result.json``: the header gets the search's settings, budget and fitness data beside what ``header``
+    adds (model, figures, date, ...)."""
+    from longrope.rope import load_spec, write_preset
 
     search_dir = Path(search_dir)
     try:
@@ -107,11 +108,6 @@ def write_preset_from_search(search_dir: str | Path, path: str | Path, name: str
     except (OSError, ValueError) as exc:
         raise LongRopeError(f"{search_dir} holds no finished search (result.json: {exc})") from None
     spec = load_spec(search_dir / "best_spec.json")
-    space = result.get("space", {})
-    geometry = RopeGeometry(**header.pop("geometry")) if "geometry" in header else None
-    if geometry is None:
-        raise LongRopeError("the header needs the model's geometry: {'dim': ..., 'base': ..., 'original_window': ...}")
     search = {key: result.get(key) for key in ("evaluations", "forward_tokens", "seconds", "seed_fitness",
-                                               "fitness", "perplexity", "config")}
-    search["space"] = space
+                                               "fitness", "perplexity", "config", "space")}
     return write_preset(path, name, spec, geometry, {**header, "search": search, "fitness_data": result.get("data")})
