@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_time, cpu_flags, forward_flops, matmul_peak  # noqa: E402
 
-from longrope.eval.loss import token_nll  # noqa: E402
+from longrope.loss import token_nll  # noqa: E402
 
 
 def measure(model, name: str, lengths: list[int], peak: float, repeats: int) -> list[tuple]:

@@ -59,7 +59,7 @@ def attention_share(model, ids: torch.Tensor) -> tuple[float, float]:
     """(attention CPU seconds, forward wall seconds) of one profiled `token_nll` forward."""
     from torch.profiler import ProfilerActivity, profile
 
-    from longrope.eval.loss import token_nll
+    from longrope.loss import token_nll
 
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from longrope.eval.loss import token_nll
-from longrope.patch import apply, restore
+from longrope.attention.patch import apply, restore
+from longrope.loss import token_nll
 from longrope.rope import LinearSpec, NTKSpec, YarnSpec
 from longrope.search import FitnessData, SearchConfig, search
 from longrope.search.fitness import Evaluator, racing_rule

@@ -1,10 +1,14 @@
-"""Shared fixtures: the test-size tiny model, trained once per test session into a temporary cache."""
+"""Shared fixtures: the test-size tiny model, trained once per test session into a temporary cache; the cache
+fixture pointing at it; small text corpora of stdlib files (fine-tuning and pipeline tests)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+
+from longrope.data.corpus import stdlib_root
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +24,41 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LONGROPE_CACHE", str(cache))
         return ensure_tiny(TinyConfig.test())
+
+
+TRAIN_FILES = ("argparse.py", "typing.py", "inspect.py", "subprocess.py", "tarfile.py", "dataclasses.py")
+HELD_OUT_FILES = ("difflib.py", "pickle.py", "ftplib.py")
+
+
+def _copy(names, target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(stdlib_root() / name, target / name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def train_corpus_dir(tmp_path_factory) -> Path:
+    """A directory of a few long stdlib modules: the fine-tuning corpus of these tests."""
+    return _copy(TRAIN_FILES, tmp_path_factory.mktemp("train-corpus"))
+
+
+@pytest.fixture(scope="session")
+def held_out_dir(tmp_path_factory) -> Path:
+    return _copy(HELD_OUT_FILES, tmp_path_factory.mktemp("held-out-corpus"))
+
+
+@pytest.fixture
+def cache(tiny_model_dir, monkeypatch) -> Path:
+    """Point the longrope cache at the session's temporary cache (token-length caches land there)."""
+    root = tiny_model_dir.parent.parent
+    monkeypatch.setenv("LONGROPE_CACHE", str(root))
+    return root
+
+
+@pytest.fixture
+def tiny(tiny_model_dir, cache):
+    """A fresh (model, tokenizer) of the session's tiny test model (window 64), fp32, on CPU."""
+    from longrope.models.loading import load_model
+
+    return load_model(str(tiny_model_dir))

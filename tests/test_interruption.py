@@ -102,3 +102,114 @@ def test_ctrl_c_during_eval_writes_the_finished_methods(tmp_path, env):
     report = json.loads((out / "ppl.json").read_text())
     assert report["settings"]["interrupted"] is True
     assert list(report["ppl"]) == ["none"] and set(report["ppl"]["none"]) == {"256", "2048"}
+
+
+EXPORT_FILES = {"config.json", "generation_config.json", "longrope_export.json", "longrope_spec.json", "model.gguf",
+                "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+
+
+@pytest.fixture()
+def yarn_spec(tmp_path):
+    from longrope.rope import YarnSpec, save_spec
+
+    return save_spec(YarnSpec(factor=2.0), tmp_path / "yarn.json")
+
+
+def test_an_export_killed_at_any_point_leaves_a_whole_export_and_the_next_run_cleans_up(tmp_path, env, yarn_spec):
+    out = tmp_path / "export"
+    export = ["export", "tiny", "--spec", yarn_spec, "--gguf", "--out", out]
+    started = time.time()
+    first = _longrope(export, env)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    seconds = time.time() - started
+    old = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert set(old) == EXPORT_FILES
+
+    # Stop a --force re-export late in its run (staging, GGUF, publishing) with Ctrl-C and with SIGKILL.
+    stopped = 0
+    for stop, fraction in [(signal.SIGINT, 0.7), (signal.SIGKILL, 0.8), (signal.SIGINT, 0.9), (signal.SIGKILL, 0.95)]:
+        proc = _longrope([*export, "--force"], env)
+        time.sleep(seconds * fraction)
+        proc.send_signal(stop)
+        _, err = proc.communicate(timeout=120)
+        assert "Traceback" not in err, err
+        stopped += proc.returncode in (130, -signal.SIGKILL)
+        assert set(p.name for p in out.iterdir()) == EXPORT_FILES, (stop, fraction, err)  # old or new, but whole
+        if stop == signal.SIGINT and proc.returncode == 130:
+            assert "interrupted" in err and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    assert stopped >= 2  # the signals came before the end, not after it
+    again = _longrope([*export, "--force"], env)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert set(p.name for p in out.iterdir()) == EXPORT_FILES
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert hidden == [], hidden  # a killed run's staging directory, old copy and lock are swept
+
+
+def test_ctrl_c_during_finetune_names_the_resume_command_and_it_finishes(tmp_path, env, yarn_spec):
+    out = tmp_path / "finetune"
+    proc = _longrope(["finetune", "--spec", yarn_spec, "--length", "64", "--steps", "40", "--save-every", "5",
+                      "--batch", "1", "--no-progress", "--out", out], env)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(out.glob("checkpoints/*/trainer_state.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    message = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(message) == 1 and "Traceback" not in err, err
+    assert not (out / "model").exists() and not (tmp_path / ".finetune.lock").exists()
+    command = shlex.split(message[0].split("continue with: ")[1])
+    assert command[0] == "longrope" and command[-1] == "--resume"
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints and all(p.startswith("step-") for p in checkpoints)
+
+    resumed = _longrope(command[1:], env)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    trained = json.loads((out / "model" / "longrope_finetune.json").read_text())
+    assert (out / "model" / "model.safetensors").exists()
+    assert trained["steps"] == 40 and trained["resumed_from_step"] == int(checkpoints[-1].removeprefix("step-"))
+
+
+SMALL_PLAN = """
+[model]
+name = "tiny"
+[[stages]]
+kind = "search"
+factor = 2
+population = 8
+parents = 4
+mutations = 4
+crossovers = 4
+generations = 3
+docs = 2
+batch = 1
+[[stages]]
+kind = "export"
+"""
+
+
+def test_ctrl_c_during_extend_keeps_the_stage_and_the_printed_command_finishes_the_plan(tmp_path, env):
+    plan, out = tmp_path / "plan.toml", tmp_path / "extend"
+    plan.write_text(SMALL_PLAN)
+    proc = _longrope(["extend", plan, "--no-progress", "--out", out], env)
+    _wait_for_lines(out / "01-search" / "evaluations.jsonl", 3, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    message = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(message) == 1 and "Traceback" not in err, err
+    assert not (out / "01-search" / "DONE").exists() and not (tmp_path / ".extend.lock").exists()
+    log = out / "01-search" / "evaluations.jsonl"
+    before, inode = log.read_text(), log.stat().st_ino
+
+    command = shlex.split(message[0].split("continue with: ")[1])
+    resumed = _longrope(command[1:], env)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    orders = _orders(log)
+    assert orders == list(range(len(orders)))
+    assert log.read_text().startswith(before) and log.stat().st_ino == inode  # continued, not restarted
+    assert (out / "01-search" / "DONE").exists() and (out / "02-export" / "DONE").exists()

@@ -169,6 +169,7 @@ def test_python_dash_m_exits_2_without_traceback(tmp_path):
     (["search", "--factor", "4", "--racing-z=nan"], "--racing-z", "nan"),
     (["search", "--factor", "4", "--racing-rank", "-1"], "--racing-rank", "-1"),
     (["search", "--length", "1"], "--length", "1"),
+    (["search", "--factor", "4", "--length", "999"], "--length", "999"),
     (["search", "--factor", "4", "--generations", "-1"], "--generations", "-1"),
     (["finetune", "--spec", "SPEC", "--length", "64", "--steps", "0"], "steps", "0"),
     (["finetune", "--spec", "SPEC", "--length", "64", "--steps", "5", "--lr=inf"], "--lr", "inf"),
@@ -186,7 +187,7 @@ def test_bad_numbers_are_refused_up_front(tmp_path, spec_file, args, option, val
 
 
 def test_a_plan_with_an_infinite_factor_is_refused_before_the_first_stage(tmp_path):
-    from longrope.train.plan import default_plan_path
+    from longrope.recipes.plan import default_plan_path
 
     plan = tmp_path / "plan.toml"
     plan.write_text(default_plan_path().read_text().replace("factor = 16", "factor = inf"))
@@ -249,3 +250,88 @@ def test_any_bad_number_is_one_line_before_any_work(tmp_path, spec_file, case):
         value = None
     assert_refused(code, err, option, value)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- verify, demo and plan files: the same property
+
+VERIFY_INTS = {"--new-tokens": 1, "--below": 2, "--above": 2}
+DEMO_INTS = {"--generations": 0, "--eval-docs": 1, "--trials": 1}
+
+
+def verify_and_demo_cases():
+    verify_ints = st.sampled_from(sorted(VERIFY_INTS.items())).flatmap(
+        lambda item: st.tuples(st.just(item[0]), st.integers(max_value=item[1] - 1).map(str)))
+    tolerance = st.tuples(st.just("--tolerance"), bad_float(0, strict=False))
+    # The export directory is checked after the numbers: a missing one would give another error.
+    verify = (verify_ints | tolerance).map(lambda c: (["verify", "EXPORT"], *c))
+    demo = st.sampled_from(sorted(DEMO_INTS.items())).flatmap(
+        lambda item: st.tuples(st.just(["demo"]), st.just(item[0]), st.integers(max_value=item[1] - 1).map(str)))
+    return verify | demo
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=verify_and_demo_cases())
+def test_verify_and_demo_refuse_any_bad_number_in_one_line(tmp_path, case):
+    prefix, option, text = case
+    prefix = [str(tmp_path) if a == "EXPORT" else a for a in prefix]
+    out = tmp_path / "never-written"
+    code, err = run(*prefix, f"{option}={text}", "--out", out)
+    assert_refused(code, err, option)
+    assert not out.exists()
+
+
+def _plan_toml(plan: dict) -> str:
+    """``plan`` (top-level scalars, tables, and the ``stages`` array of tables) written back as TOML."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else ("inf" if v == math.inf else "-inf" if v == -math.inf else repr(v))
+        return repr(v) if isinstance(v, int) else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"{k} = {value(v)}" for k, v in plan.items() if not isinstance(v, (dict, list))]
+    for name, table in plan.items():
+        if isinstance(table, dict):
+            lines += [f"[{name}]", *(f"{k} = {value(v)}" for k, v in table.items())]
+    for stage in plan["stages"]:
+        lines += ["[[stages]]", *(f"{k} = {value(v)}" for k, v in stage.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _shipped_plan() -> dict:
+    from importlib import resources
+
+    import tomllib
+
+    return tomllib.loads((resources.files("longrope") / "plans" / "tiny.toml").read_text())
+
+
+def plan_cases():
+    """(stage index, key, bad value) for every numeric key of every stage of the shipped plan."""
+    numeric = [(index, key, type(value)) for index, stage in enumerate(_shipped_plan()["stages"])
+               for key, value in stage.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
+    return st.sampled_from(numeric).flatmap(lambda c: st.tuples(
+        st.just(c[0]), st.just(c[1]),
+        st.integers(max_value=-1) | non_finite if c[2] is int else st.floats(max_value=0) | non_finite))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=plan_cases())
+def test_a_plan_with_any_bad_number_is_refused_before_the_first_stage(tmp_path, case):
+    index, key, bad = case
+    plan = _shipped_plan()
+    plan["stages"][index][key] = bad
+    path = tmp_path / "plan.toml"
+    path.write_text(_plan_toml(plan))
+    out = tmp_path / "never-written"
+    code, err = run("extend", path, "--out", out)
+    assert_refused(code, err, key)
+    assert f"stages[{index}]" in err, err
+    assert not out.exists()
+
+
+def test_the_plan_writer_of_these_tests_round_trips_the_shipped_plan():
+    import tomllib
+
+    assert tomllib.loads(_plan_toml(_shipped_plan())) == _shipped_plan()

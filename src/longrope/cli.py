@@ -30,17 +30,19 @@ def _root() -> None:
 
 def _register() -> None:
     # Each area owns its commands; imported here, not at module top, so `app` exists before they attach.
-    from longrope import demo
     from longrope.eval.cli import eval_app
     from longrope.export import cli as export_cli
     from longrope.models import info
     from longrope.models.cli import tiny_app
     from longrope.presets import cli as presets_cli
+    from longrope.recipes import cli as recipes_cli
     from longrope.search import cli as search_cli
     from longrope.train import cli as train_cli
 
-    for module in (info, search_cli, train_cli, export_cli, presets_cli, demo):
-        module.register(app)
+    # Listed in the order `longrope --help` shows them.
+    for register in (info.register, search_cli.register, train_cli.register, recipes_cli.register_extend,
+                     export_cli.register, presets_cli.register, recipes_cli.register_demo):
+        register(app)
     app.add_typer(tiny_app, name="tiny")
     app.add_typer(eval_app, name="eval")
 

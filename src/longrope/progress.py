@@ -1,10 +1,12 @@
 """Progress of long loops: the columns every rich bar shows (so all bars look alike), and a bar that also
-reports in plain lines when the output is not a terminal."""
+reports in plain lines when the output is not a terminal; `progress_bar`, the bar every long loop shows."""
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -89,3 +91,16 @@ class LoggedProgress(Progress):
 
 def _plain_value(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True, console: Console | None = None):
+    """A rich progress bar on stderr (a no-op display when ``enabled`` is False)."""
+    console = console or Console(stderr=True, quiet=not enabled)
+    with LoggedProgress(
+        *progress_columns(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    ) as bar:
+        yield bar

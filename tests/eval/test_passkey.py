@@ -16,6 +16,7 @@ from longrope.eval.passkey import (
     NATURAL,
     PasskeyTemplate,
     build_passkey_prompt,
+    check_answer_budget,
     evaluate_passkey,
     first_integer,
     passkey_trials,
@@ -79,6 +80,17 @@ def test_too_short_and_bad_template(tiny_loaded):
         PasskeyTemplate("x", "i", "f", "no key here", "q")
     with pytest.raises(LongRopeError, match="depth"):
         build_passkey_prompt(tokenizer, 200, 12345, 1.5, "natural")
+
+
+def test_a_generation_budget_that_cannot_spell_the_key_is_refused(tiny_loaded):
+    model, tokenizer = tiny_loaded
+    needed = len(tokenizer.encode("12345", add_special_tokens=False))  # the tiny tokenizer splits digits: 5
+    check_answer_budget(tokenizer, needed)
+    for budget in (needed - 1, 0, True):
+        with pytest.raises(LongRopeError, match="cannot produce the answer"):
+            check_answer_budget(tokenizer, budget)
+    with pytest.raises(LongRopeError, match="cannot produce the answer"):
+        passkey_trials(model, tokenizer, [64], trials=1, max_new_tokens=needed - 1, progress=False)
 
 
 def test_oracle_within_window_is_perfect_and_blind_beyond(tiny_loaded, oracle_factory):

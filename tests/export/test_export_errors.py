@@ -9,10 +9,10 @@ import pytest
 from export_helpers import LONG, SHORT
 from factories import tiny_model
 
+from longrope.attention.patch import apply
 from longrope.errors import LongRopeError
 from longrope.export import LossyExportWarning, export_hf
 from longrope.export import hf as hf_module
-from longrope.patch import apply
 from longrope.rope import DynamicNTKSpec, LinearSpec, LongRopeSpec, StringSpec, YarnSpec
 
 LONGROPE = LongRopeSpec(long_factor=LONG, short_factor=SHORT, factor=4.0)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from export_helpers import LONG, SHORT, WINDOW, tiny_with_tokenizer
 
+from longrope.attention.patch import apply
 from longrope.errors import LongRopeError
 from longrope.export import add_rope_factors, convert_gguf_to_hf, read_gguf, write_gguf
-from longrope.export.gguf_export import rope_tensor_names
-from longrope.patch import apply
+from longrope.export.gguf_rope import rope_tensor_names
 from longrope.rope import LinearSpec, LongRopeSpec, NoScaling, RopeGeometry, YarnSpec, rescale_factors
 from longrope.rope.frequencies import longrope_attention_factor
 

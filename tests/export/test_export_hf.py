@@ -13,8 +13,8 @@ import torch
 from export_helpers import LONG, SHORT, WINDOW
 from factories import tiny_model
 
+from longrope.attention.patch import apply, current_spec
 from longrope.export import export_hf
-from longrope.patch import apply, current_spec
 from longrope.rope import (
     DynamicNTKSpec,
     LinearSpec,

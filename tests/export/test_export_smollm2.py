@@ -42,7 +42,7 @@ def test_info_smollm2(smollm2, monkeypatch, capsys):
 
 
 def test_chunked_perplexity_matches_transformers_loss(smollm2):
-    from longrope.eval.loss import token_nll
+    from longrope.loss import token_nll
 
     model, tokenizer = smollm2
     text = inspect.getsource(inspect)  # real text: a standard-library module

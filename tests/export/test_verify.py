@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -137,3 +138,20 @@ def test_the_vllm_reference_reproduces_vllms_cos_sin(max_model_len, mscale):
     ref_cos, ref_sin = _vllm_transcribed(params, 256, 64, 10000.0, 16, positions, max_model_len or 256)
     np.testing.assert_allclose(cos, ref_cos.numpy(), atol=2e-4)
     np.testing.assert_allclose(sin, ref_sin.numpy(), atol=2e-4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+@pytest.mark.parametrize("name", ["portable", "yarn"])
+def test_llama_cpp_runs_a_gguf_export_the_same_at_every_check(tmp_path, bpe_tokenizer, name):
+    from export_helpers import tiny_with_tokenizer
+
+    from longrope.export import export_model
+
+    model = tiny_with_tokenizer("llama", bpe_tokenizer)
+    spec = SPECS["longrope"] if name == "portable" else SPECS[name]
+    export_model(model, bpe_tokenizer, spec, tmp_path / name, gguf=True, portable=name == "portable")
+    report = verify_export(tmp_path / name)
+    rows = _rows(report, "llama.cpp")
+    assert set(rows) == set(CHECKS)
+    assert all(row.status == "same" for row in rows.values()), report.to_markdown()
+    assert not report.differs

@@ -125,7 +125,8 @@ def test_rescale_factors_reproduce_frequencies(spec):
 
 
 def test_yarn_ramp_matches_design_formula():
-    """Pairs below `low` keep their frequency, above `high` are divided by s (DESIGN.md)."""
+    """Pairs below `low` keep their frequency, above `high` are divided by s (YaRN, arXiv 2309.00071, as in
+    transformers' ``_compute_yarn_parameters``)."""
     d, b, window, s = 64, 10000.0, 256, 8.0
     corr = lambda r: d * math.log(window / (2 * math.pi * r)) / (2 * math.log(b))  # noqa: E731
     low, high = max(math.floor(corr(32)), 0), min(math.ceil(corr(1)), d - 1)

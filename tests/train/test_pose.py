@@ -1,5 +1,6 @@
 """PoSE: the position ids (properties, coverage of the target range), the loss with them equals transformers'
-own, a PoSE step declares the target length (LongRoPE's long factors), an end-to-end run, the CLI and plan keys."""
+own, a PoSE step declares the target length (LongRoPE's long factors), an end-to-end run, the CLI option.
+(PoSE in a plan's fine-tune stage: tests/recipes/test_pose_stages.py.)"""
 
 from __future__ import annotations
 
@@ -8,20 +9,20 @@ import json
 
 import pytest
 import torch
+from factories import tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from longrope import patch
+from longrope.attention import patch
+from longrope.attention.rotary import ScaledRotaryEmbedding
 from longrope.data.corpus import TextFilesCorpus
 from longrope.errors import LongRopeError
 from longrope.rope import LinearSpec, LongRopeSpec, YarnSpec, save_spec
 from longrope.train import ChunkedCausalLMLoss, FinetuneConfig, finetune, is_finetuned, load_finetuned
 from longrope.train import finetuning as finetune_module
 from longrope.train.data import PackedSequences
-from longrope.train.plan import parse_plan
 from longrope.train.pose import pose_batch, pose_position_ids, sequence_generator
-from factories import tiny_model
 
 # ------------------------------------------------------------------------------------------ the position ids
 
@@ -153,7 +154,7 @@ def test_a_pose_step_declares_the_target_length_so_longrope_uses_its_long_factor
     seen = []
 
     def record(entry):
-        rotary = [m for m in model.modules() if isinstance(m, patch.ScaledRotaryEmbedding)]
+        rotary = [m for m in model.modules() if isinstance(m, ScaledRotaryEmbedding)]
         seen.append((entry["loss"], {m.sequence_length for m in rotary}))
 
     monkeypatch.setattr(finetune_module, "_after_step", record)
@@ -211,45 +212,3 @@ def test_the_cli_option_reaches_the_config(tmp_path, monkeypatch):
         result.exception)
     result = CliRunner().invoke(app, args + ["--pose", "--target-length", "1024", "--pose-chunks", "0"])
     assert isinstance(result.exception, LongRopeError) and "chunks must be" in str(result.exception)
-
-
-def test_the_plan_key_reaches_the_config(tmp_path, monkeypatch):
-    from longrope.train import progressive
-
-    stages = [{"kind": "finetune", "spec": "spec.json", "length": 64, "steps": 2, "pose": True,
-               "target_length": 1024}]
-    plan = parse_plan({"model": {"name": "tiny"}, "stages": stages}, source=str(tmp_path / "plan.toml"))
-    save_spec(LinearSpec(factor=16.0), tmp_path / "spec.json")
-    captured = {}
-
-    def fake_finetune(model, tokenizer, spec, config, out, resume=False, progress=True):
-        captured["config"] = config
-        (out / "model").mkdir(parents=True)
-        (out / "model" / "longrope_finetune.json").write_text("{}")
-        return out / "model"
-
-    monkeypatch.setattr(finetune_module, "finetune", fake_finetune)
-    ctx = progressive.PipelineContext(plan=plan, out_dir=tmp_path, model="tiny")
-    monkeypatch.setattr(progressive.PipelineContext, "load", lambda self, dtype=None: (None, None))
-    progressive.run_finetune(plan.stages[0], ctx, tmp_path / "01-finetune", progress=False)
-    assert captured["config"].pose is True and captured["config"].target_length == 1024
-
-    bad = [{**stages[0], "pose_chunks": 1}]
-    with pytest.raises(LongRopeError, match=r"stages\[0\].*one chunk never skips"):
-        parse_plan({"model": {"name": "tiny"}, "stages": bad})
-    bad = [{**stages[0], "target_length": 32}]
-    with pytest.raises(LongRopeError, match=r"stages\[0\].*must be larger than the training window"):
-        parse_plan({"model": {"name": "tiny"}, "stages": bad})
-
-
-def test_a_pose_stage_trains_below_the_window_but_must_target_beyond_it(tiny, train_corpus_dir):
-    from longrope.train.progressive import check_lengths
-
-    _, tokenizer = tiny
-    stage = {"kind": "finetune", "spec": "spec.json", "length": 32, "steps": 2, "pose": True, "target_length": 256}
-    plan = parse_plan({"model": {"name": "tiny"}, "data": {"corpus": str(train_corpus_dir)}, "stages": [stage]})
-    check_lengths(plan, tokenizer, 64, list(plan.stages))  # a 32-token window is fine: the target is 4x the window
-    plan = parse_plan({"model": {"name": "tiny"}, "data": {"corpus": str(train_corpus_dir)},
-                       "stages": [{**stage, "target_length": 48}]})
-    with pytest.raises(LongRopeError, match=r"stages\[0\]\.target_length: 48 tokens is not beyond .* window \(64\)"):
-        check_lengths(plan, tokenizer, 64, list(plan.stages))

@@ -2,7 +2,6 @@
 with JSON / markdown / PNG reports. Every ``longrope eval`` command is a thin layer over a function here."""
 
 from longrope.eval.generation import greedy_generate
-from longrope.eval.loss import hidden_nll, token_nll
 from longrope.eval.needle import NeedleGrid, evaluate_needle, needle_grid, write_needle_report
 from longrope.eval.passkey import (
     CODE,
@@ -34,6 +33,7 @@ from longrope.eval.ruler import (
     string_match_score,
     write_ruler_report,
 )
+from longrope.loss import hidden_nll, token_nll
 
 __all__ = [
     "CODE", "NATURAL", "TASKS", "TEMPLATES", "NeedleGrid", "PasskeyTemplate", "PasskeyTrial", "PerplexityResult",

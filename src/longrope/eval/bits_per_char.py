@@ -20,8 +20,8 @@ from torch import nn
 
 from longrope.data.corpus import Corpus
 from longrope.errors import LongRopeError
-from longrope.eval.loss import token_nll
 from longrope.eval.perplexity import nats_to_bits, perplexity
+from longrope.loss import token_nll
 
 
 def bits_per_char(total_nll_nats: float, characters: int) -> float:

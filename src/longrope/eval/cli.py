@@ -129,8 +129,8 @@ def build_specs(methods: list[str] | None, factor: float, window: int) -> dict[s
 
 
 def _setup(model_name: str, dtype: str, methods, factor, lengths_text):
+    from longrope.attention.rotary import model_geometry
     from longrope.models.loading import load_model
-    from longrope.patch import model_geometry
 
     model, tokenizer = load_model(model_name, dtype=dtype)
     geometry = model_geometry(model)

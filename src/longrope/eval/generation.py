@@ -1,7 +1,7 @@
 """Greedy decoding with a KV cache, for the retrieval tasks (passkey, needle, RULER).
 
 A small manual loop rather than ``model.generate``: it is deterministic, prints nothing, computes logits only
-for the last position (never [prompt x vocab]), and runs inside `longrope.patch.sequence_length` so
+for the last position (never [prompt x vocab]), and runs inside `longrope.attention.sequence_length` so
 length-dependent scalings (LongRoPE short/long, dynamic NTK) choose their tables once, for prompt + answer.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from longrope import patch
+from longrope.attention import patch
 
 
 @torch.no_grad()

@@ -22,8 +22,16 @@ from typing import Any
 from torch import nn
 
 from longrope.errors import LongRopeError
-from longrope.eval.passkey import PasskeyTemplate, PasskeyTrial, get_template, run_passkey_trial
-from longrope.eval.report import interrupted_with, markdown_table, plot_heatmap, progress_bar, write_report
+from longrope.eval.passkey import (
+    KEY_RANGE,
+    PasskeyTemplate,
+    PasskeyTrial,
+    check_answer_budget,
+    get_template,
+    run_passkey_trial,
+)
+from longrope.eval.report import interrupted_with, markdown_table, plot_heatmap, write_report
+from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
 
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -83,6 +91,7 @@ def needle_grid(model: nn.Module, tokenizer, lengths: Sequence[int], depths: Seq
         raise LongRopeError(f"lengths must be positive integers, got {list(lengths)!r}")
     if trials < 1:
         raise LongRopeError(f"trials must be >= 1, got {trials}")
+    check_answer_budget(tokenizer, max_new_tokens)
     lengths = sorted(set(lengths))
     depths = parse_depths(depths)
     t = get_template(template)
@@ -92,7 +101,7 @@ def needle_grid(model: nn.Module, tokenizer, lengths: Sequence[int], depths: Seq
         for length in lengths:
             for depth in depths:
                 for i in range(trials):
-                    key = random.Random(f"needle-{seed}-{length}-{depth}-{i}").randint(10000, 99999)
+                    key = random.Random(f"needle-{seed}-{length}-{depth}-{i}").randint(*KEY_RANGE)
                     grid.trials.append(run_passkey_trial(model, tokenizer, length, key, depth, t, max_new_tokens, i))
                     bar.advance(task)
     return grid

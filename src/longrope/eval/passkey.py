@@ -31,7 +31,8 @@ from torch import nn
 
 from longrope.errors import LongRopeError
 from longrope.eval.generation import greedy_generate
-from longrope.eval.report import interrupted_with, markdown_table, progress_bar, write_report
+from longrope.eval.report import interrupted_with, markdown_table, write_report
+from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
 
 
@@ -198,6 +199,18 @@ def _check_lengths(lengths: Sequence[int]) -> list[int]:
     return sorted(set(lengths))
 
 
+KEY_RANGE = (10000, 99999)  # five-digit pass keys
+
+
+def check_answer_budget(tokenizer, max_new_tokens: int) -> None:
+    """Refuse a generation budget too small to spell a pass key with ``tokenizer``: every trial would fail and
+    the table would show 0% for a reason that has nothing to do with the method."""
+    needed = max(len(tokenizer.encode(str(key), add_special_tokens=False)) for key in KEY_RANGE)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < needed:
+        raise LongRopeError(f"max_new_tokens = {max_new_tokens!r} cannot produce the answer: a five-digit pass key "
+                            f"takes {needed} tokens with this tokenizer (the default 10 leaves room for a space)")
+
+
 def passkey_trials(model: nn.Module, tokenizer, lengths: Sequence[int], trials: int = 10, seed: int = 0,
                    template: str | PasskeyTemplate = "natural", max_new_tokens: int = 10, progress: bool = True,
                    description: str = "passkey") -> list[PasskeyTrial]:
@@ -205,13 +218,14 @@ def passkey_trials(model: nn.Module, tokenizer, lengths: Sequence[int], trials: 
     lengths = _check_lengths(lengths)
     if trials < 1:
         raise LongRopeError(f"trials must be >= 1, got {trials}")
+    check_answer_budget(tokenizer, max_new_tokens)
     out = []
     with progress_bar(progress) as bar:
         task = bar.add_task(description, total=len(lengths) * trials)
         for length in lengths:
             for i in range(trials):
                 rng = trial_rng(seed, length, i)
-                key = rng.randint(10000, 99999)
+                key = rng.randint(*KEY_RANGE)
                 depth = rng.random()
                 out.append(run_passkey_trial(model, tokenizer, length, key, depth, template, max_new_tokens, i))
                 bar.advance(task)

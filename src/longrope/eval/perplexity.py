@@ -6,7 +6,7 @@
   previous window did not, so every token after the first is scored exactly once, with up to ``length - 1``
   tokens of context.
 
-The output head and the loss run ``chunk`` positions at a time (`longrope.eval.loss.token_nll`): no
+The output head and the loss run ``chunk`` positions at a time (`longrope.loss.token_nll`): no
 [tokens x vocab] logits tensor is ever built. ``ppl = exp(total nll / total tokens)`` over all samples.
 
 Python use (a loaded model, no CLI)::
@@ -31,10 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from longrope import patch
+from longrope.attention import patch, rotary
 from longrope.errors import LongRopeError
-from longrope.eval.loss import DEFAULT_CHUNK, token_nll
-from longrope.eval.report import interrupted_with, markdown_table, plot_ppl, progress_bar, write_report
+from longrope.eval.report import interrupted_with, markdown_table, plot_ppl, write_report
+from longrope.loss import DEFAULT_CHUNK, token_nll
+from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
 
 MODES = ("truncate", "sliding")
@@ -287,7 +288,7 @@ def evaluate_ppl(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec | Non
     if mode == "sliding":
         for n in lengths:
             sliding_windows(n + 1, n, stride)
-    geometry = patch.model_geometry(model)
+    geometry = rotary.model_geometry(model)
     sample_tokens = sample_tokens or max(lengths)
     if sample_tokens < max(lengths):
         raise LongRopeError(f"sample_tokens ({sample_tokens}) must be at least the longest length {max(lengths)}")

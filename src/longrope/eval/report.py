@@ -1,22 +1,20 @@
 """Reports: every evaluation writes JSON (settings, per-sample results, versions, seed), a markdown table and,
-where it helps, a PNG plot into one output directory. Also the shared rich progress bar of the eval loops.
+where it helps, a PNG plot into one output directory. (The shared progress bar is `longrope.progress.progress_bar`,
+the PNG writer `longrope.plots`.)
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
-from longrope.atomic import atomic_write_bytes, temporary_sibling
-from longrope.progress import LoggedProgress, progress_columns
+from longrope.atomic import atomic_write_bytes
+from longrope.plots import pyplot, save_figure
 
 
 def environment() -> dict[str, str]:
@@ -106,33 +104,6 @@ def write_report(out_dir: str | Path, name: str, payload: dict[str, Any], markdo
     return paths
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Lay out ``fig``, write it as a PNG atomically (temp file + ``os.replace``) and close it."""
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        pyplot().close(fig)
-    return path
-
-
 def plot_ppl(ppl: dict[str, dict[int, float]], path: str | Path, title: str = "perplexity vs length",
              window: int | None = None) -> Path:
     """PNG of perplexity (log y) against length, one line per method; ``ppl[method][length]``."""
@@ -177,25 +148,12 @@ def plot_heatmap(grid: Sequence[Sequence[float]], lengths: Sequence[int], depths
     return save_figure(fig, path)
 
 
-@contextmanager
-def progress_bar(enabled: bool = True, console: Console | None = None):
-    """A rich progress bar on stderr (a no-op display when ``enabled`` is False)."""
-    console = console or Console(stderr=True, quiet=not enabled)
-    with LoggedProgress(
-        *progress_columns(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    ) as bar:
-        yield bar
-
-
 def versions_line() -> str:
     env = environment()
     return (f"python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
             f"longrope {env['longrope']}")
 
 
-__all__ = ["environment", "markdown_table", "plot_heatmap", "plot_ppl", "progress_bar", "versions_line",
-           "write_report", "write_text_atomic"]
+__all__ = ["environment", "markdown_table", "plot_heatmap", "plot_ppl", "versions_line", "write_report",
+           "write_text_atomic"]
 

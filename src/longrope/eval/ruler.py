@@ -31,7 +31,8 @@ from torch import nn
 from longrope.errors import LongRopeError
 from longrope.eval.generation import greedy_generate
 from longrope.eval.passkey import bos_ids, encode
-from longrope.eval.report import interrupted_with, markdown_table, progress_bar, write_report
+from longrope.eval.report import interrupted_with, markdown_table, write_report
+from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
 
 TASKS = ("single", "multikey", "multivalue", "vartrack")

@@ -61,16 +61,10 @@ def export_command(
     The HF config carries rope_parameters of the spec's native transformers type; the GGUF carries llama.cpp rope
     factors. The weights are not changed. A failed export leaves no directory behind.
     """
-    from longrope.export.gguf_export import (
-        _open_reader,
-        export_gguf,
-        gguf_geometry,
-        plan_gguf_rope,
-        read_metadata,
-    )
-    from longrope.export.hf import GGUF_NAME, export_hf, plan_hf_rope, portable_spec
+    from longrope.attention.rotary import model_geometry
+    from longrope.export.bundle import export_model, plan_export
+    from longrope.export.hf import GGUF_NAME
     from longrope.models.loading import load_model
-    from longrope.patch import model_geometry
     from longrope.rope import check_preset_fits, load_spec
 
     # Every check that needs no model comes first: a mistake costs no loading and writes nothing.
@@ -78,46 +72,29 @@ def export_command(
     out = check_output_dir("--out", out)
     scaling = load_spec(spec)
     if portable:
-        scaling = portable_spec(scaling)
+        from longrope.export.hf import portable_spec
+
+        portable_spec(scaling)  # refuses dynamic NTK before the model loads
     if gguf_from is not None and not gguf:
         raise LongRopeError("--gguf-from needs --gguf")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise LongRopeError(f"{out} is not empty; pass --force to replace it")
     loaded, tokenizer = load_model(model, dtype)
-    geometry = model_geometry(loaded)
-    check_preset_fits(str(spec), geometry)
-    plan = plan_hf_rope(loaded.config, scaling, geometry, window, lossy, portable)
+    check_preset_fits(str(spec), model_geometry(loaded))
     source = _gguf_source(model, gguf_from) if gguf else None
-    gguf_plan = None
-    if gguf:  # validate the GGUF side before writing anything
-        if source is not None:
-            arch, gguf_geo = gguf_geometry(read_metadata(_open_reader(source)))
-            gguf_plan = plan_gguf_rope(arch, scaling, gguf_geo, window, lossy)
-        else:
-            from longrope.export.gguf_export import GGUF_ARCH_OF_MODEL_TYPE
-
-            arch = GGUF_ARCH_OF_MODEL_TYPE.get(loaded.config.model_type)
-            if arch is None:
-                raise LongRopeError(
-                    f"writing a GGUF from a '{loaded.config.model_type}' model is not supported (llama, mistral, "
-                    "phi3 are); give --gguf-from FILE.gguf or convert the exported directory with llama.cpp")
-            gguf_plan = plan_gguf_rope(arch, scaling, geometry, window, lossy)
-    def write_gguf(directory: Path) -> None:  # inside the staging directory: the export appears whole or not at all
-        export_gguf(scaling, directory / GGUF_NAME, model=loaded, tokenizer=tokenizer, source_gguf=source,
-                    dtype=gguf_dtype, target_window=window, force=True, lossy=lossy)
-
+    plan = plan_export(loaded, scaling, target_window=window, lossy=lossy, portable=portable, gguf=gguf,
+                       gguf_source=source)  # both sides checked before anything is written
     with output_lock(out), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = export_hf(loaded, tokenizer, scaling, out, target_window=window, force=force, lossy=lossy,
-                         also=write_gguf if gguf else None, portable=portable)
-    console.print(f"[green]wrote[/] {path} (rope_type {plan.rope_parameters['rope_type']}, "
-                  f"max_position_embeddings {plan.max_position_embeddings})")
+        warnings.simplefilter("ignore")  # what a lossy export dropped is listed below, once
+        export_model(loaded, tokenizer, scaling, out, target_window=window, lossy=lossy, portable=portable,
+                     gguf=gguf, gguf_source=source, gguf_dtype=gguf_dtype, force=force, plan=plan)
+    console.print(f"[green]wrote[/] {out} (rope_type {plan.hf.rope_parameters['rope_type']}, "
+                  f"max_position_embeddings {plan.hf.max_position_embeddings})")
     if gguf:
-        console.print(f"[green]wrote[/] {path / GGUF_NAME} ({'copy of ' + str(source) if source else gguf_dtype})")
-    for note in plan.notes + (gguf_plan.notes if gguf_plan else []):
+        console.print(f"[green]wrote[/] {out / GGUF_NAME} ({'copy of ' + str(source) if source else gguf_dtype})")
+    for note in plan.notes:
         console.print(f"note: {note}")
-    lost = list(dict.fromkeys(plan.lost + (gguf_plan.lost if gguf_plan else [])))
-    for item in lost:
+    for item in plan.lost:
         console.print(f"[yellow]lost:[/] {item}")
 
 

@@ -21,21 +21,21 @@ import numpy as np
 
 from longrope.atomic import atomic_dir
 from longrope.errors import LongRopeError
-from longrope.export.gguf_export import _open_reader, read_metadata, rope_tensor_names
+from longrope.export.gguf_read import open_reader, read_metadata
+from longrope.export.gguf_rope import rope_tensor_names
 from longrope.export.hf import (
     REPORT_FILE,
-    SPEC_FILE,
     _check_target,
     clean_config,
     plan_hf_rope,
     save_weights,
 )
-from longrope.rope import LinearSpec, LongRopeSpec, RopeGeometry, RopeSpec, YarnSpec, save_spec
+from longrope.rope import SPEC_FILE, LinearSpec, LongRopeSpec, RopeGeometry, RopeSpec, YarnSpec, save_spec
 
 
 def gguf_rope_spec(gguf_path: str | Path) -> tuple[RopeSpec | None, dict]:
     """The scaling a GGUF carries for llama.cpp, as a spec (None for plain RoPE), and its metadata."""
-    reader = _open_reader(Path(gguf_path))
+    reader = open_reader(Path(gguf_path))
     metadata = read_metadata(reader)
     arch = metadata.get("general.architecture", "")
     names = rope_tensor_names()

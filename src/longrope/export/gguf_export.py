@@ -1,23 +1,9 @@
-"""GGUF export for llama.cpp: rope factors added to an existing GGUF, or a new GGUF written from a model.
-
-How llama.cpp takes per-dimension RoPE factors (names from ``gguf.constants``; see notes/export.md):
-
-- ``phi3`` architecture: tensors ``rope_factors_long.weight`` and ``rope_factors_short.weight`` (float32,
-  [d/2]); llama.cpp picks the long table when the context it was started with (``-c``, per sequence) exceeds
-  ``{arch}.rope.scaling.original_context_length``, the short one otherwise -- once per context, never per call.
-- ``llama`` architecture (also Mistral, converted to ``llama`` by llama.cpp): one tensor ``rope_freqs.weight``
-  (float32, [d/2]) used at every length; this is how Llama 3.1's scaling ships.
-- Both: each entry divides the pair's frequency (theta_i / factor_i), which is exactly LongRoPE's lambda_i;
-  ``{arch}.rope.scaling.attn_factor`` multiplies cos and sin, which is our attention factor.
-
-Every fixed-table method (PI, NTK, YaRN, Llama-3, LongRoPE) is written this way, as factors lambda_i; dynamic
-NTK (length dependent) and STRING (changes attention) cannot be, and LongRoPE's n_hat is lost (``lossy``).
-On ``llama`` GGUFs a LongRoPE spec's short factors are lost too (one table, used at every length).
-"""
+"""Writing GGUFs for llama.cpp: rope factors added to a copy of an existing GGUF (any quantisation), or a new
+GGUF converted from a transformers model (Llama, Mistral, Phi-3) and its tokenizer. Which tensors and keys
+carry the rope: `longrope.export.gguf_rope`; reading files: `longrope.export.gguf_read`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,172 +12,9 @@ import torch
 
 from longrope.atomic import temporary_sibling
 from longrope.errors import LongRopeError
-from longrope.export.hf import reduce_spec
-from longrope.rope import (
-    DynamicNTKSpec,
-    LongRopeSpec,
-    NoScaling,
-    RopeGeometry,
-    RopeSpec,
-    StringSpec,
-    inv_freq_for,
-    rescale_factors,
-)
-
-# Architectures whose llama.cpp graph reads per-dimension rope factors, and the tensors it reads.
-FACTOR_ARCHITECTURES = ("llama", "phi3")
-# Keys we own in an exported file: dropped from a copied GGUF, then written anew.
-_SCALING_KEYS = ("type", "factor", "attn_factor", "original_context_length", "finetuned",
-                 "yarn_log_multiplier", "yarn_ext_factor", "yarn_attn_factor", "yarn_beta_fast", "yarn_beta_slow")
-
-
-def _names():
-    import gguf
-
-    tensor_names = gguf.constants.TENSOR_NAMES
-    return {
-        "freqs": tensor_names[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
-        "long": tensor_names[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight",
-        "short": tensor_names[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight",
-    }
-
-
-def rope_tensor_names() -> dict[str, str]:
-    """{'freqs': 'rope_freqs.weight', 'long': 'rope_factors_long.weight', 'short': 'rope_factors_short.weight'}."""
-    return _names()
-
-
-@dataclass
-class GgufRopePlan:
-    """The rope part of a GGUF export.
-
-    tensors: tensor name -> float32 [d/2] factors (divisors of each pair's frequency).
-    keys: GGUF key -> value (context length, original context length, attention factor).
-    lost: what llama.cpp cannot express (empty unless ``lossy``).
-    """
-
-    arch: str
-    tensors: dict[str, np.ndarray]
-    keys: dict[str, Any]
-    lost: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def _factor_table(spec: RopeSpec, geometry: RopeGeometry) -> tuple[np.ndarray, np.ndarray, float]:
-    """(long factors, short factors, attention factor) of a fixed-table spec, float32 [d/2] each."""
-    if isinstance(spec, LongRopeSpec):
-        long = np.asarray(spec.long_factor, dtype=np.float32)
-        short = np.asarray(spec.short_factor if spec.short_factor is not None else [1.0] * len(long), np.float32)
-        return long, short, float(inv_freq_for(spec, geometry, None)[1])
-    if isinstance(spec, NoScaling):
-        ones = np.ones(geometry.pairs, dtype=np.float32)
-        return ones, ones, 1.0
-    factors, attention = rescale_factors(spec, geometry)
-    table = factors.numpy().astype(np.float32)
-    return table, table, float(attention)
-
-
-def plan_gguf_rope(arch: str, spec: RopeSpec, geometry: RopeGeometry, target_window: int | None = None,
-                   lossy: bool = False) -> GgufRopePlan:
-    """Tensors and keys that make llama.cpp's ``arch`` graph use ``spec``'s frequencies."""
-    if arch not in FACTOR_ARCHITECTURES:
-        raise LongRopeError(
-            f"llama.cpp reads per-dimension rope factors only for {' and '.join(FACTOR_ARCHITECTURES)} GGUFs; "
-            f"its '{arch}' graph ignores them"
-        )
-    window = spec.original_window or geometry.original_window
-    spec = spec.with_window(window)
-    inv_freq_for(spec, geometry, None)  # validates the factor count against the model
-    if isinstance(spec, StringSpec):
-        spec.resolved(geometry.original_window)
-    reduced, lost, leftover = reduce_spec(spec, geometry)
-    reduced = reduced.with_window(window)
-    if isinstance(reduced, DynamicNTKSpec):
-        raise LongRopeError("dynamic NTK changes the base with the sequence length; a GGUF can only carry fixed "
-                            "factors (use ntk, yarn or longrope for llama.cpp)")
-    long, short, attention = _factor_table(reduced, geometry)
-    attention *= leftover  # GGUF's attn_factor carries any attention factor
-    names = _names()
-    notes: list[str] = []
-    if arch == "phi3":
-        tensors = {names["long"]: long, names["short"]: short}
-    else:
-        if isinstance(reduced, LongRopeSpec) and not np.array_equal(long, short):
-            lost.append(
-                f"LongRoPE short factors: llama.cpp's {arch} graph has one factor table (rope_freqs), so the long "
-                f"factors apply at every length, also inside the original window of {window} tokens"
-            )
-        tensors = {names["freqs"]: long}
-    if lost and not lossy:
-        raise LongRopeError(f"a {arch} GGUF cannot express {'; '.join(lost)}. Pass lossy=True (--lossy) to export "
-                            "without it")
-    factor = float(getattr(reduced, "factor", 1.0) or 1.0)
-    context = int(target_window or round(window * factor))
-    keys = {
-        f"{arch}.context_length": context,
-        f"{arch}.rope.scaling.original_context_length": int(window),
-        f"{arch}.rope.scaling.attn_factor": float(attention),
-    }
-    notes.append(f"{reduced.method} written as per-pair frequency divisors {sorted(tensors)} and attention factor "
-                 f"{attention:.6g}")
-    return GgufRopePlan(arch, tensors, keys, lost, notes)
-
-
-# ------------------------------------------------------------------------------------------- reading GGUFs
-
-def _field_value(field) -> Any:
-    import gguf
-
-    value = field.contents()
-    if field.types and field.types[0] == gguf.GGUFValueType.ARRAY and not isinstance(value, list):
-        value = list(value)
-    return value
-
-
-def read_metadata(reader) -> dict[str, Any]:
-    """Every key of an open ``gguf.GGUFReader`` (arrays as lists), without the file-header pseudo keys."""
-    return {name: _field_value(f) for name, f in reader.fields.items() if not name.startswith("GGUF.")}
-
-
-def gguf_geometry(metadata: dict[str, Any]) -> tuple[str, RopeGeometry]:
-    """(architecture, rotary geometry) of a GGUF; a clear error when it has no rotary embedding."""
-    import gguf
-
-    arch = metadata.get("general.architecture")
-    if not isinstance(arch, str):
-        raise LongRopeError("not a model GGUF: general.architecture is missing")
-    arch_enum = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch), None)
-    known_tensors = gguf.MODEL_TENSORS.get(arch_enum, ()) if arch_enum is not None else ()
-    has_rope_keys = any(k.startswith(f"{arch}.rope.") for k in metadata)
-    if gguf.MODEL_TENSOR.POS_EMBD in known_tensors or (not has_rope_keys and arch not in FACTOR_ARCHITECTURES):
-        raise LongRopeError(
-            f"GGUF architecture '{arch}' has no rotary position embedding (it uses learned or ALiBi positions); "
-            "longrope works on RoPE models such as llama, mistral, qwen2, phi3"
-        )
-    heads = metadata.get(f"{arch}.attention.head_count")
-    embd = metadata.get(f"{arch}.embedding_length")
-    head_dim = metadata.get(f"{arch}.attention.key_length") or (embd // heads if embd and heads else None)
-    dim = metadata.get(f"{arch}.rope.dimension_count") or head_dim
-    if not dim:
-        raise LongRopeError(f"GGUF '{arch}': cannot tell the rotary dimension (no rope.dimension_count)")
-    base = float(metadata.get(f"{arch}.rope.freq_base", 10000.0))
-    window = (metadata.get(f"{arch}.rope.scaling.original_context_length")
-              or metadata.get(f"{arch}.context_length"))
-    if not window:
-        raise LongRopeError(f"GGUF '{arch}': no context_length")
-    return arch, RopeGeometry(dim=int(dim), base=base, original_window=int(window))
-
-
-def _open_reader(path: Path):
-    import gguf
-
-    if not path.is_file():
-        raise LongRopeError(f"GGUF file {path} does not exist")
-    try:
-        return gguf.GGUFReader(path, "r")
-    except Exception as exc:  # noqa: BLE001 - the reader raises ValueError/struct errors on a bad file
-        raise LongRopeError(f"{path} is not a readable GGUF file: {exc}") from None
-
+from longrope.export.gguf_read import field_value, gguf_geometry, open_reader, read_metadata
+from longrope.export.gguf_rope import _SCALING_KEYS, GgufRopePlan, plan_gguf_rope, rope_tensor_names
+from longrope.rope import NoScaling, RopeSpec
 
 # ------------------------------------------------------------------------------------------- writing GGUFs
 
@@ -249,7 +72,7 @@ def add_rope_factors(gguf_path: str | Path, spec: RopeSpec, out_path: str | Path
     if src.resolve() == out_path.resolve():
         raise LongRopeError("the output GGUF must be a different file from the input")
     _check_target(out_path, force)
-    reader = _open_reader(src)
+    reader = open_reader(src)
     metadata = read_metadata(reader)
     arch, geometry = gguf_geometry(metadata)
     plan = plan_gguf_rope(arch, spec, geometry, target_window, lossy)
@@ -262,7 +85,7 @@ def add_rope_factors(gguf_path: str | Path, spec: RopeSpec, out_path: str | Path
                 continue
             vtype = f.types[0]
             sub_type = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(name, _field_value(f), vtype, sub_type=sub_type)
+            writer.add_key_value(name, field_value(f), vtype, sub_type=sub_type)
         _add_plan(writer, plan)
         for tensor in reader.tensors:
             if tensor.name in replaced:
@@ -381,7 +204,8 @@ def write_gguf(model, tokenizer, spec: RopeSpec | None, out_path: str | Path, dt
     float32). Q/K rows are permuted to llama.cpp's pair layout for ``llama``, as its own converter does. The
     tokenizer must be a byte-level BPE (written as ``tokenizer.ggml.model = gpt2``).
     """
-    from longrope.patch import current_spec, model_geometry
+    from longrope.attention.patch import current_spec
+    from longrope.attention.rotary import model_geometry
 
     out_path = Path(out_path).expanduser()
     _check_target(out_path, force)
@@ -457,10 +281,3 @@ def export_gguf(spec: RopeSpec | None, out_path: str | Path, *, model=None, toke
     if model is None:
         raise LongRopeError("export_gguf needs a model or a source GGUF")
     return write_gguf(model, tokenizer, spec, out_path, dtype, target_window, force, lossy)
-
-
-def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(metadata, float tensors by name) of a GGUF, for checks; quantised tensors come back as raw bytes."""
-    reader = _open_reader(Path(path))
-    tensors = {t.name: np.array(t.data) for t in reader.tensors}
-    return read_metadata(reader), tensors

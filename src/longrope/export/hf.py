@@ -34,6 +34,7 @@ import torch
 from longrope.atomic import atomic_dir
 from longrope.errors import LongRopeError
 from longrope.rope import (
+    SPEC_FILE,
     DynamicNTKSpec,
     LongRopeSpec,
     NoScaling,
@@ -49,7 +50,6 @@ from longrope.rope import (
 )
 from longrope.rope.spec import LinearSpec, Llama3Spec, YarnSpec
 
-SPEC_FILE = "longrope_spec.json"
 REPORT_FILE = "longrope_export.json"
 GGUF_NAME = "model.gguf"  # the GGUF written beside the HF files by `longrope export --gguf`
 
@@ -276,19 +276,22 @@ def save_weights(model, config, out_dir: Path) -> None:
 
 def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, target_window: int | None = None,
               force: bool = False, lossy: bool = False, also: Callable[[Path], None] | None = None,
-              portable: bool = False) -> Path:
+              portable: bool = False, plan: HfRopePlan | None = None) -> Path:
     """Write ``model`` with ``spec`` as a Hugging Face directory any transformers 5 / vLLM loads with no code of ours.
 
-    ``spec`` defaults to the one `longrope.patch.apply` put on the model. ``target_window`` sets
+    ``spec`` defaults to the one `longrope.attention.apply` put on the model. ``target_window`` sets
     ``max_position_embeddings`` (default: original window x factor). With ``lossy=True`` the parts stock
     runtimes cannot express (LongRoPE n_hat, STRING) are dropped, each with a `LossyExportWarning`, and listed in
     ``longrope_export.json``; without it they are a `LongRopeError`. The directory appears complete or not at
     all; a non-empty ``out_dir`` needs ``force=True``. ``also(directory)`` may add files (the CLI writes
     ``model.gguf``) before the directory is published, so a failure there leaves the previous export untouched.
     ``portable`` writes `portable_spec(spec)` (one factor table, attention factor in each runtime's keys), the
-    export to serve with vLLM or llama.cpp or when generations cross the original window. Returns ``out_dir``.
+    export to serve with vLLM or llama.cpp or when generations cross the original window. ``plan``: the result
+    of `plan_hf_rope` for these arguments when the caller already made it. Returns ``out_dir``.
+    `longrope.export.export_model` adds the GGUF and plans both first.
     """
-    from longrope.patch import current_spec, model_geometry
+    from longrope.attention.patch import current_spec
+    from longrope.attention.rotary import model_geometry
 
     out_dir = Path(out_dir).expanduser()
     if spec is None:
@@ -304,7 +307,8 @@ def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, targ
         spec = portable_spec(spec)
     _check_target(out_dir, force)
     base_config = model.config
-    plan = plan_hf_rope(base_config, spec, geometry, target_window, lossy, portable)
+    if plan is None:
+        plan = plan_hf_rope(base_config, spec, geometry, target_window, lossy, portable)
     for item in plan.lost:
         warnings.warn(f"lossy export: dropped {item}", LossyExportWarning, stacklevel=2)
 

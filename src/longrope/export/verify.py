@@ -11,6 +11,7 @@ starts inside the window and ends past it (the case where runtimes disagree on s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -18,14 +19,15 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
 from longrope.errors import LongRopeError
-from longrope.export.hf import GGUF_NAME, SPEC_FILE
-from longrope.rope import LongRopeSpec, RopeGeometry, RopeSpec, inv_freq_for, load_spec
+from longrope.export.hf import GGUF_NAME
+from longrope.rope import SPEC_FILE, LongRopeSpec, RopeGeometry, RopeSpec, inv_freq_for, load_spec
 
 CHECKS = ("below window", "above window", "crossing generation")
 COMPARED_POSITIONS = 32  # logits compared at the last positions of each prompt (where the longest distances are)
@@ -104,17 +106,15 @@ def read_export(export_dir: str | Path) -> tuple[dict, RopeSpec]:
 
 
 def export_geometry(config: dict, spec: RopeSpec) -> RopeGeometry:
-    """The original model's rotary geometry: the exported config's base and head size, the spec's window."""
-    params = config.get("rope_parameters") or {}
-    base = params.get("rope_theta", config.get("rope_theta"))
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor")) or 1.0
+    """The original model's rotary geometry: the exported config's head size and base (as
+    `RopeGeometry.from_config` reads them), the spec's window."""
     if getattr(spec, "original_window", None) is None:
         raise LongRopeError(f"{SPEC_FILE} has no original_window; re-export with this version of longrope")
-    dim = int(head_dim * partial)
-    if params.get("rope_type", "default") == "default" and spec.method == "ntk":
-        base = float(base) / spec.factor ** (dim / (dim - 2))  # NTK is exported as the base b * s^(d/(d-2))
-    return RopeGeometry(dim=dim, base=float(base), original_window=int(spec.original_window))
+    exported = RopeGeometry.from_config(SimpleNamespace(**config))
+    base = exported.base
+    if (config.get("rope_parameters") or {}).get("rope_type", "default") == "default" and spec.method == "ntk":
+        base /= spec.factor ** (exported.dim / (exported.dim - 2))  # NTK is exported as the base b * s^(d/(d-2))
+    return dataclasses.replace(exported, base=base, original_window=int(spec.original_window))
 
 
 def prompt_ids(vocab_size: int, length: int, seed: int) -> torch.Tensor:
@@ -135,7 +135,7 @@ def reference_model(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry):
     """The export's weights under the original RoPE, patched by us with ``spec``: what we promise it computes."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from longrope.patch import apply
+    from longrope.attention.patch import apply
 
     config = AutoConfig.from_pretrained(export_dir)
     params = {"rope_type": "default", "rope_theta": geometry.base}
@@ -151,8 +151,8 @@ def reference_model(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry):
 
 
 def our_outputs(model, prompts: dict[str, torch.Tensor], new_tokens: int) -> dict[str, np.ndarray]:
+    from longrope.attention.patch import sequence_length
     from longrope.eval.generation import greedy_generate
-    from longrope.patch import sequence_length
 
     out = {}
     with torch.no_grad():
@@ -225,12 +225,13 @@ def llama_cpp_outputs(gguf: Path, prompts: dict[str, torch.Tensor], new_tokens: 
     for check in ("below window", "above window"):
         model.reset()
         model.eval(prompts[check][0].tolist())
-        out[check] = np.asarray(model.scores[: model.n_tokens])[-COMPARED_POSITIONS:]
+        # A copy: `scores` is llama-cpp-python's own buffer, which the next prompt overwrites.
+        out[check] = np.array(model.scores[: model.n_tokens][-COMPARED_POSITIONS:])
     model.reset()
     tokens, steps = [], []
     model.eval(prompts["crossing generation"][0].tolist())
     for _ in range(new_tokens):
-        scores = np.asarray(model.scores[model.n_tokens - 1])
+        scores = np.array(model.scores[model.n_tokens - 1])
         steps.append(scores)
         token = int(scores.argmax())
         tokens.append(token)

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from longrope.patch import current_spec, model_geometry
+from longrope.attention.patch import current_spec
+from longrope.attention.rotary import model_geometry
 from longrope.rope.spec import from_rope_parameters
 
 

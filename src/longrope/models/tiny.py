@@ -11,6 +11,9 @@ every file) is the last file written before the directory is moved into place; a
 treated as garbage from a killed process, removed and rebuilt. Training state is checkpointed beside the
 directory, so a killed build resumes where it stopped.
 
+One file over 400 lines on purpose (as nanoGPT keeps its model): the whole recipe of the shipped model,
+config to measured result, reads top to bottom; its pieces are used nowhere else.
+
 Only ``StdlibCorpus("train")`` is read for training (tokenizer, unigram counts and model); the validation split
 is used for the metrics stored in the marker; the test split is never touched here.
 """
@@ -168,6 +171,8 @@ def sequence_nll(model, ids: torch.Tensor, chunk: int = _LOSS_CHUNK) -> torch.Te
     """Per-token negative log-likelihood (fp32, shape [T-1]) of a 1-D token sequence in one forward pass.
 
     The body runs in bf16 autocast; the output head and the loss run in fp32, ``chunk`` positions at a time.
+    Not `longrope.loss.hidden_nll`: that computes ``logsumexp - logit`` where this uses ``F.cross_entropy``, which
+    differs in the last float32 bits (up to ~1e-6 nats), and the shipped model's recorded metrics came from this one.
     """
     with torch.no_grad():
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -10,10 +10,11 @@ from longrope.rope.frequencies import (
     yarn_attention_factor,
 )
 from longrope.rope.geometry import RopeGeometry
-from longrope.rope.presets import Preset, check_preset_fits, load_preset, write_preset
 from longrope.rope.preset_files import preset_names
+from longrope.rope.presets import Preset, check_preset_fits, load_preset, write_preset
 from longrope.rope.spec import (
     METHODS,
+    SPEC_FILE,
     DynamicNTKSpec,
     LinearSpec,
     Llama3Spec,
@@ -34,7 +35,7 @@ from longrope.rope.spec import (
 from longrope.rope.string_map import string_relative_positions
 
 __all__ = [
-    "METHODS", "ROPE_FUNCTIONS", "DynamicNTKSpec", "LinearSpec", "Llama3Spec", "LongRopeSpec", "NTKSpec",
+    "METHODS", "ROPE_FUNCTIONS", "SPEC_FILE", "DynamicNTKSpec", "LinearSpec", "Llama3Spec", "LongRopeSpec", "NTKSpec",
     "NoScaling", "Preset", "RopeGeometry", "RopeSpec", "StringSpec", "YarnSpec", "base_inv_freq",
     "check_preset_fits", "from_rope_parameters", "inv_freq_for", "load_preset", "load_spec",
     "longrope_attention_factor", "make_spec", "ntk_base", "preset_names", "rescale_factors", "save_spec",

@@ -2,8 +2,16 @@
 
 Every function has the signature ``fn(spec, geometry, seq_len) -> (inv_freq [d/2] float32, attention_factor)``
 (the shape of transformers' ``ROPE_INIT_FUNCTIONS``). ``seq_len`` is the length of the sequence being
-processed; only dynamic NTK and LongRoPE's short/long switch look at it. Formulas: DESIGN.md, "Facts".
-Arithmetic is float32 in the same order as transformers so the numbers agree to the last bits.
+processed; only dynamic NTK and LongRoPE's short/long switch look at it.
+
+Formulas: each method follows transformers' ``modeling_rope_utils`` (5.24), function by function: PI
+``_compute_linear_scaling_rope_parameters``, dynamic NTK ``_compute_dynamic_ntk_parameters``, YaRN
+``_compute_yarn_parameters`` (ramp and attention factor ``0.1 ln s + 1``, arXiv 2309.00071), Llama-3
+``_compute_llama3_parameters``, LongRoPE ``_compute_longrope_parameters`` (short/long factors,
+``sqrt(1 + ln s / ln L)``, arXiv 2402.13753); static NTK-aware is the base ``b * s^(d/(d-2))`` (the "NTK-aware
+scaled RoPE" post, 2023), which transformers has no function for; STRING keeps its base method's frequencies
+(arXiv 2410.18745). Arithmetic is float32 in the same order as transformers so the numbers agree to the last bits
+(`tests/rope/test_frequencies.py` checks every method transformers has against it).
 """
 
 from __future__ import annotations

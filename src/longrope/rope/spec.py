@@ -1,7 +1,10 @@
 """Scaling specs: one frozen, validated dataclass per method, serialisable to JSON and to ``rope_parameters``.
 
 A spec says *what* scaling to use; `longrope.rope.frequencies` turns a spec plus a model's `RopeGeometry` into
-inverse frequencies, and `longrope.patch` puts them into a live model.
+inverse frequencies, and `longrope.attention.patch` puts them into a live model.
+
+One file over 400 lines on purpose: the spec classes are small and belong side by side, so their fields,
+checks and JSON forms can be compared at a glance.
 """
 
 from __future__ import annotations
@@ -255,6 +258,9 @@ SPEC_TYPES: dict[str, type[RopeSpec]] = {
 }
 ALIASES = {"linear": "pi", "default": "none", "dynamic": "dynamic_ntk", "ntk-aware": "ntk", "su": "longrope"}
 METHODS = tuple(SPEC_TYPES)
+# The spec saved beside config.json in a model directory that longrope wrote (a fine-tuned model, an HF export):
+# `longrope.train.load_finetuned` and `longrope export verify/convert` read it back.
+SPEC_FILE = "longrope_spec.json"
 
 
 def method_class(method: str) -> type[RopeSpec]:

@@ -153,8 +153,8 @@ def search_command(
 
 
 def _run_search(model, dtype, long_spec, factor_file, spec, config, out, resume, progress) -> None:
+    from longrope.attention.rotary import model_geometry
     from longrope.models.loading import load_model
-    from longrope.patch import model_geometry
     from longrope.rope import check_preset_fits
     from longrope.search.distributed import init_from_env, local_device, shutdown
     from longrope.search.evolution import search, search_short

@@ -19,61 +19,30 @@ What makes it faster at equal quality (see `fitness` and notes/search.md):
   not depend on batching, on the number of ranks, or on interruptions;
 - batching: ``batch`` candidates per forward, one RoPE table per row;
 - bf16 forwards on CPU with the loss in fp32.
+
+This module is the public face: `SearchConfig` (every option, its checks and the hashed part) and the entry
+points `search` / `search_short`, which build the space and the documents. The run itself is split by idea:
+`run` (state on every rank, distributed evaluation, the generation loop), `generation` (drawing candidates,
+racing rules, selection) and `outputs` (log rows, best_spec.json, result.json, the plot, `SearchResult`).
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import random
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rich.console import Console
-
+from longrope.attention.patch import model_geometry
 from longrope.errors import LongRopeError
-from longrope.patch import model_geometry, restore
-from longrope.rope import LongRopeSpec, RopeGeometry, save_spec
-from longrope.search.distributed import Comm, init_from_env
-from longrope.search.fitness import (
-    Evaluation,
-    Evaluator,
-    FitnessData,
-    PenalizedEvaluator,
-    RacingRule,
-    build_fitness_data,
-    racing_rule,
-)
-from longrope.search.operators import crossover, mutate
-from longrope.search.report import EvaluationLog, plot_convergence, search_progress
-from longrope.search.space import (
-    Genome,
-    SearchSpace,
-    make_short_space,
-    make_space,
-    read_factor_file,
-    seed_genomes,
-)
-from longrope.search.state import (
-    STATE_FILE,
-    Record,
-    SearchState,
-    load_state,
-    model_fingerprint,
-    rng_from_json,
-    rng_to_json,
-    save_state,
-    stable_hash,
-)
+from longrope.rope import LongRopeSpec
+from longrope.search.distributed import Comm
+from longrope.search.fitness import FitnessData, build_fitness_data
+from longrope.search.generation import MAX_DRAWS  # noqa: F401  (re-exported: defined here before the split)
+from longrope.search.outputs import LOG_FILE, PLOT_FILE, RESULT_FILE, SPEC_FILE  # noqa: F401  (idem)
+from longrope.search.outputs import SearchResult
+from longrope.search.run import evaluation_model, execute
+from longrope.search.space import make_short_space, make_space, read_factor_file
 from longrope.validation import check_number
-
-SPEC_FILE = "best_spec.json"
-LOG_FILE = "evaluations.jsonl"
-PLOT_FILE = "convergence.png"
-RESULT_FILE = "result.json"
-MAX_DRAWS = 100  # attempts to draw a child that was never evaluated before giving up on that child
 
 # Fields that do not change the result and may differ between a run and its resume.
 _UNHASHED = ("batch", "chunk", "generations", "max_evaluations")
@@ -151,12 +120,16 @@ class SearchConfig:
         check_number("racing_z", self.racing_z)
         check_number("portable_weight", self.portable_weight, minimum=0)
         for name in ("population", "parents", "docs", "batch"):
+            check_number(name, getattr(self, name))  # a plan file can hold any type, even NaN
             if getattr(self, name) < 1:
                 raise LongRopeError(
                     f"{name} must be >= 1 (got {getattr(self, name)}): the search budget is zero"
                 )
         for name in ("generations", "mutations", "crossovers"):
             check_number(name, getattr(self, name), minimum=0)
+        check_number("max_evaluations", self.max_evaluations)
+        check_number("mutation_prob", self.mutation_prob)
+        check_number("chunk", self.chunk, minimum=1)
         if self.generations > 0 and self.mutations + self.crossovers == 0:
             raise LongRopeError("a generation needs at least one mutation or crossover")
         if self.parents > self.population:
@@ -173,6 +146,9 @@ class SearchConfig:
             raise LongRopeError(f"racing_rank must be in 1..parents ({self.parents}), got {self.racing_rank}")
         if self.racing_z is not None and self.racing_z < 0:
             raise LongRopeError("racing z must be >= 0 (None: exact racing)")
+        if self.factor is not None and self.target_length is not None:
+            raise LongRopeError(f"give the scale once: factor ({self.factor:g}, --factor) or target_length "
+                                f"({self.target_length}, --length), not both")
 
     def target(self, original_window: int) -> tuple[float, int]:
         """(s, L') for a model whose original window is L."""
@@ -204,426 +180,6 @@ class SearchConfig:
     def planned_evaluations(self) -> int:
         total = self.population + self.generations * (self.mutations + self.crossovers)
         return total if self.max_evaluations is None else min(total, self.max_evaluations)
-
-
-@dataclass
-class SearchResult:
-    """The best spec found and how the search went. ``fitness`` is mean NLL on the search documents."""
-
-    spec: LongRopeSpec
-    fitness: float
-    genome: Genome
-    seeds: dict[str, float]
-    history: list[dict]
-    evaluations: int
-    forward_tokens: int
-    seconds: float
-    out_dir: Path
-    spec_path: Path
-    log_path: Path
-    plot_path: Path
-    state_path: Path
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.fitness)
-
-
-def evaluation_model(model, dtype: str | None):
-    """The model the forwards run on: ``model`` itself when already in ``dtype``, else a cast copy."""
-    if dtype is None:
-        return model
-    from longrope.models.loading import resolve_dtype
-
-    want = resolve_dtype(dtype)
-    if next(model.parameters()).dtype == want:
-        return model
-    restore(model)
-    return copy.deepcopy(model).to(want)
-
-
-# ------------------------------------------------------------------------------------------------ engine
-
-
-class _Run:
-    """One search: space, data, state, evaluator, communication; `loop` drives it to the end."""
-
-    def __init__(
-        self,
-        model,
-        space: SearchSpace,
-        geometry: RopeGeometry,
-        data: FitnessData,
-        config: SearchConfig,
-        out_dir: Path,
-        resume: bool,
-        progress: bool,
-        comm: Comm,
-        extra_seed,
-        title: str,
-        in_window: FitnessData | None = None,
-    ):
-        self.space, self.config, self.data, self.comm = space, config, data, comm
-        self.geometry = geometry
-        self.out_dir = Path(out_dir)
-        self.state_path = self.out_dir / STATE_FILE
-        self.title = title
-        payload = {
-            "config": config.hashed(),
-            "space": space.describe(),
-            "model": model_fingerprint(model),
-            "data": data.fingerprint,
-            "extra_seed": extra_seed,
-            "format": 1,
-            **({"in_window": in_window.fingerprint} if in_window is not None else {}),
-        }
-        self.config_hash = stable_hash(payload)
-        comm.check_same(f"{self.config_hash}/batch={config.batch}", "search configuration (hash)")
-        self.console = Console(stderr=True, quiet=not (progress and comm.is_main))
-
-        loaded: tuple[str, object] = ("ok", None)
-        if comm.is_main:
-            try:
-                if self.state_path.exists():
-                    if not resume:
-                        raise LongRopeError(
-                            f"{self.state_path} exists: resume it (--resume / resume=True), or choose another "
-                            "output directory, or delete it"
-                        )
-                    loaded = ("ok", load_state(self.state_path, self.config_hash))
-                else:
-                    fresh = SearchState(
-                        config_hash=self.config_hash,
-                        config=payload,
-                        rng=rng_to_json(random.Random(config.seed)),
-                    )
-                    loaded = ("ok", fresh)
-            except LongRopeError as exc:
-                loaded = ("error", str(exc))
-        status, value = comm.broadcast(loaded)  # every rank fails together
-        if status == "error":
-            raise LongRopeError(value)
-        self.state: SearchState = value
-        self.rng = rng_from_json(self.state.rng)
-        self.seeds = seed_genomes(space, geometry, extra_seed)
-        scoring_model = evaluation_model(model, config.dtype)
-        self.evaluator = (
-            Evaluator(scoring_model, data, config.batch, config.chunk) if in_window is None else
-            PenalizedEvaluator(scoring_model, data, in_window, config.portable_weight, config.batch, config.chunk))
-        self.log = None
-        if comm.is_main:
-            self.log = EvaluationLog(self.out_dir / LOG_FILE, self.state.log_bytes, len(self.state.records),
-                                     rebuild=self.rebuilt_rows)
-            if self.log.repaired:  # shown even without progress display: the user must know
-                Console(stderr=True, soft_wrap=True).print(f"note: {self.log.repaired}", markup=False)
-                self.state.log_bytes = self.log.size
-        self.started = time.perf_counter()
-
-    # -- bookkeeping ---------------------------------------------------------------------------------------
-    def save(self) -> None:
-        self.state.rng = rng_to_json(self.rng)
-        if self.comm.is_main:
-            save_state(self.state, self.state_path)
-
-    def complete_fitness(self, keys, estimated: bool = False) -> list[tuple[float, str]]:
-        """(fitness, key) of the complete individuals among ``keys``, best first; with ``estimated``, dropped
-        ones too, by their predicted fitness (the parent selection when ``estimated_parents`` is on)."""
-        out = []
-        for key in keys:
-            record = self.state.records.get(key)
-            if record is None:
-                continue
-            if record.complete:
-                out.append((record.fitness, key))
-            elif estimated and record.estimate is not None:
-                out.append((record.estimate, key))
-        return sorted(out)
-
-    def budget_left(self) -> int:
-        if self.config.max_evaluations is None:
-            return 1 << 60
-        return self.config.max_evaluations - len(self.state.records)
-
-    # -- drawing candidates --------------------------------------------------------------------------------
-    def initial_population(self) -> list[Genome]:
-        population = [genome for _, genome in self.seeds][: self.config.population]
-        self.state.seeds = {name: genome.key for name, genome in self.seeds}
-        seen = set(population)
-        attempts = 0
-        while len(population) < self.config.population and attempts < MAX_DRAWS * self.config.population:
-            attempts += 1
-            child = mutate(self.rng.choice(population), self.space, self.rng, self.config.mutation_prob)
-            if child not in seen:
-                seen.add(child)
-                population.append(child)
-        return population
-
-    def children(self) -> list[Genome]:
-        parents = [Genome.from_key(k) for k in self.state.parents]
-        seen = set(self.state.records)
-        out: list[Genome] = []
-
-        def draw(make) -> None:
-            for _ in range(MAX_DRAWS):
-                child = make()
-                if child.key not in seen:
-                    seen.add(child.key)
-                    out.append(child)
-                    return
-
-        for _ in range(self.config.mutations):
-            draw(lambda: mutate(self.rng.choice(parents), self.space, self.rng, self.config.mutation_prob))
-        if len(parents) >= 2:
-            for _ in range(self.config.crossovers):
-                draw(lambda: crossover(*self.rng.sample(parents, 2), self.space, self.rng))
-        return out
-
-    def draw_generation(self) -> None:
-        g = self.state.generation
-        candidates = self.initial_population() if g == 0 else self.children()
-        candidates = candidates[: max(0, self.budget_left())]
-        keys = [c.key for c in candidates]
-        rank = self.config.race_rank
-        if g == 0 and self.config.racing and len(keys) > rank:
-            # The first `rank` members (the seeds first) are scored fully; the rest race in groups of `rank`
-            # against the rank-th best so far. Group bounds depend only on the config, never on batching.
-            head = max(rank, len(self.seeds))
-            self.state.groups = [keys[:head]] + [keys[i : i + rank] for i in range(head, len(keys), rank)]
-        else:
-            self.state.groups = [keys]
-        self.state.stage = 0
-        self.state.group_ready = False
-        self.state.threshold = self.state.racing = None
-
-    # -- racing reference ----------------------------------------------------------------------------------
-    def setup_group(self) -> None:
-        """Fix the racing rule of the group about to start.
-
-        It races against the ``race_rank``-th best complete individual of the reference set (the parents; in
-        the initial population, the groups before this one). With rank ``parents`` that is the worst parent: a
-        candidate whose fitness is above it has ``parents`` better individuals and cannot be selected. The
-        default, a quarter of the parents, asks a child to promise a place in that top before it is scored
-        fully (with ``estimated_parents`` it may still become a parent by its predicted fitness).
-        """
-        rule = None
-        if self.config.racing:
-            if self.state.generation == 0:
-                reference = [key for group in self.state.groups[: self.state.stage] for key in group]
-            else:
-                reference = self.state.parents
-            rank = self.config.race_rank
-            ranked = self.complete_fitness(reference)[:rank]
-            if len(ranked) == rank:
-                rows = [(fitness, self.state.records[key].per_doc) for fitness, key in ranked]
-                rule = racing_rule(rows, self.config.racing_z)
-        self.state.racing = None if rule is None else rule.to_json()
-        self.state.threshold = None if rule is None else rule.threshold
-        self.state.group_ready = True
-
-    # -- evaluation ----------------------------------------------------------------------------------------
-    def run_group(self, bar, task) -> None:
-        group = self.state.groups[self.state.stage]
-        rule = None if self.state.racing is None else RacingRule.from_json(self.state.racing)
-        pending = [k for k in dict.fromkeys(group) if k not in self.state.records]
-        per_round = self.config.batch * self.comm.world
-        for start in range(0, len(pending), per_round):
-            round_keys = pending[start : start + per_round]
-            mine = round_keys[self.comm.rank * self.config.batch : (self.comm.rank + 1) * self.config.batch]
-            before = self.evaluator.forward_tokens
-            specs = [self.space.to_spec(Genome.from_key(k)) for k in mine]
-            results = self.evaluator.evaluate(specs, rule) if specs else []
-            shares = self.comm.all_gather(
-                (
-                    self.comm.rank,
-                    [(k, r) for k, r in zip(mine, results)],
-                    self.evaluator.forward_tokens - before,
-                )
-            )
-            merged: dict[str, Evaluation] = {}
-            for _, pairs, tokens in shares:
-                merged.update(dict(pairs))
-                self.state.forward_tokens += tokens
-            rows = []
-            for key in round_keys:
-                result = merged[key]
-                record = Record(
-                    key=key,
-                    per_doc=result.per_doc,
-                    fitness=result.fitness,
-                    complete=result.complete,
-                    generation=self.state.generation,
-                    tokens=result.tokens,
-                    seconds=round(result.seconds, 4),
-                    order=len(self.state.records),
-                    estimate=result.estimate,
-                    penalty=result.penalty,
-                )
-                self.state.records[key] = record
-                rows.append(self.log_row(record))
-            self.state.seconds += time.perf_counter() - self.started
-            self.started = time.perf_counter()
-            if self.log is not None:
-                self.state.log_bytes = self.log.append(rows)
-            self.save()
-            if bar is not None:
-                bar.update(task, advance=len(round_keys), best=self.best_text())
-
-    def log_row(self, record: Record) -> dict:
-        genome = Genome.from_key(record.key)
-        seed = next((name for name, key in self.state.seeds.items() if key == record.key), None)
-        return {
-            "order": record.order,
-            "generation": record.generation,
-            "stage": self.state.stage,
-            "genome": genome.to_json(),
-            "seed": seed,
-            "fitness": record.fitness,
-            "perplexity": math.exp(record.fitness) if record.complete else None,
-            "complete": record.complete,
-            "estimate": record.estimate,
-            "per_doc": record.per_doc,
-            "tokens": record.tokens,
-            "seconds": record.seconds,
-            "threshold": self.state.threshold,
-            **({"in_window_penalty": record.penalty} if record.penalty is not None else {}),
-        }
-
-    def rebuilt_rows(self) -> list[dict]:
-        """The log rows of every record, for a log lost or damaged since the state was saved (the group stage
-        and racing threshold of past rows are not kept in the state: null)."""
-        records = sorted(self.state.records.values(), key=lambda r: r.order)
-        return [{**self.log_row(r), "stage": None, "threshold": None, "rebuilt": True} for r in records]
-
-    def best_text(self) -> str:
-        ranked = self.complete_fitness(self.state.records)
-        return f"{math.exp(ranked[0][0]):.3f}" if ranked else "-"
-
-    def select(self) -> None:
-        g = self.state.generation
-        keys = list(self.state.parents) + [k for group in self.state.groups for k in group]
-        ranked = self.complete_fitness(dict.fromkeys(keys), estimated=self.config.estimated_parents)
-        self.state.parents = [key for _, key in ranked[: self.config.parents]]
-        values = [f for f, _ in ranked[: self.config.parents]]
-        complete = self.complete_fitness(self.state.parents)
-        if values and complete:
-            self.state.history.append(
-                {
-                    "generation": g,
-                    "best": complete[0][0],
-                    "median": statistics.median(values),
-                    "worst_parent": values[-1],
-                    "evaluations": len(self.state.records),
-                    "forward_tokens": self.state.forward_tokens,
-                    "seconds": round(self.state.seconds, 2),
-                }
-            )
-            if not self.console.is_terminal:  # the live bar shows it otherwise
-                self.console.print(
-                    f"generation {g}: best ppl {math.exp(values[0]):.3f}, median parent ppl "
-                    f"{math.exp(statistics.median(values)):.3f}, {len(self.state.records)} evaluations"
-                )
-
-    # -- driver --------------------------------------------------------------------------------------------
-    def loop(self) -> None:
-        state = self.state
-        total = self.config.planned_evaluations()
-        with search_progress(self.console) as bar:
-            task = bar.add_task(
-                self.title, total=total, completed=min(len(state.records), total), best=self.best_text()
-            )
-            while state.generation <= self.config.generations:
-                if not state.groups:
-                    if state.generation > 0 and self.budget_left() <= 0:
-                        break
-                    self.draw_generation()
-                    self.save()
-                while state.stage < len(state.groups):
-                    if not state.group_ready:
-                        self.setup_group()
-                    self.run_group(bar, task)
-                    state.stage += 1
-                    state.group_ready, state.threshold, state.racing = False, None, None
-                self.select()
-                state.generation += 1
-                state.groups, state.stage = [], 0
-                self.save()
-            state.done = True
-            self.save()
-
-    def finish(self) -> SearchResult:
-        ranked = self.complete_fitness(self.state.parents) or self.complete_fitness(self.state.records)
-        best_key = ranked[0][1] if ranked else None
-        if best_key is None:
-            raise LongRopeError("the search evaluated no complete candidate")
-        genome = Genome.from_key(best_key)
-        spec = self.space.to_spec(genome)
-        paths = {
-            "spec": self.out_dir / SPEC_FILE,
-            "log": self.out_dir / LOG_FILE,
-            "plot": self.out_dir / PLOT_FILE,
-        }
-        seeds = {
-            name: self.state.records[key].fitness
-            for name, key in self.state.seeds.items()
-            if key in self.state.records and self.state.records[key].complete
-        }
-        result = SearchResult(
-            spec=spec,
-            fitness=self.state.records[best_key].fitness,
-            genome=genome,
-            seeds=seeds,
-            history=list(self.state.history),
-            evaluations=len(self.state.records),
-            forward_tokens=self.state.forward_tokens,
-            seconds=self.state.seconds,
-            out_dir=self.out_dir,
-            spec_path=paths["spec"],
-            log_path=paths["log"],
-            plot_path=paths["plot"],
-            state_path=self.state_path,
-        )
-        if self.comm.is_main:
-            save_spec(spec, paths["spec"])
-            if self.state.history:
-                plot_convergence(self.state.history, paths["plot"], self.title)
-            summary = {
-                "fitness": result.fitness,
-                "perplexity": result.perplexity,
-                "genome": genome.to_json(),
-                "seed_fitness": seeds,
-                "evaluations": result.evaluations,
-                "forward_tokens": result.forward_tokens,
-                "seconds": round(result.seconds, 2),
-                "data": self.data.description,
-                "space": self.space.describe(),
-                "config": asdict(self.config),
-                "history": result.history,
-            }
-            import json
-
-            tmp = self.out_dir / f".{RESULT_FILE}.tmp"
-            tmp.write_text(json.dumps(summary, indent=2))
-            tmp.replace(self.out_dir / RESULT_FILE)
-            self.console.print(
-                f"best ppl {result.perplexity:.3f} (fitness {result.fitness:.4f}) after {result.evaluations} "
-                f"evaluations, {result.forward_tokens:,} forward tokens, {result.seconds:.0f} s; spec: {paths['spec']}"
-            )
-        return result
-
-
-def _execute(
-    model, space, geometry, data, config, out_dir, resume, progress, comm, extra_seed, title, in_window=None
-) -> SearchResult:
-    comm = comm or init_from_env()
-    run = _Run(model, space, geometry, data, config, Path(out_dir), resume, progress, comm, extra_seed, title,
-               in_window)
-    try:
-        if not run.state.done or run.state.generation <= config.generations:
-            run.state.done = False
-            run.loop()
-        return run.finish()
-    finally:
-        restore(run.evaluator.model)
 
 
 def search(
@@ -678,8 +234,8 @@ def search(
                                        config.split, config.data_seed)
     title = (f"{'LongRoPE2' if config.longrope2 else 'LongRoPE'} {'portable ' if config.portable else ''}search "
              f"{factor:g}x ({length} tokens)")
-    return _execute(model, space, geometry, data, config, out_dir, resume, progress, comm, extra, title,
-                    in_window if config.portable else None)
+    return execute(model, space, geometry, data, config, out_dir, resume, progress, comm, extra, title,
+                   in_window if config.portable else None)
 
 
 def search_short(
@@ -716,7 +272,7 @@ def search_short(
             f"short-factor documents must have the original window's {length} tokens, got {data.length}"
         )
     title = f"short factors at {length} tokens"
-    return _execute(model, space, geometry, data, config, out_dir, resume, progress, comm, None, title)
+    return execute(model, space, geometry, data, config, out_dir, resume, progress, comm, None, title)
 
 
 __all__ = ["SearchConfig", "SearchResult", "evaluation_model", "search", "search_short"]

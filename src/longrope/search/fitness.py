@@ -26,7 +26,7 @@ a `RacingRule` says it cannot beat the reference individual (the ``racing_rank``
   and 1.0% for z=2 with k=5 (the bounds are 27% and 9%). The benchmark replays the rule on a plain run's
   log and counts the wrong drops it would have made.
 
-Batching: rows of one forward are different candidates on the same document (`longrope.patch.apply` with a
+Batching: rows of one forward are different candidates on the same document (`longrope.attention.apply` with a
 list of specs gives each row its own RoPE table).
 """
 
@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from longrope.attention.patch import apply, restore
 from longrope.errors import LongRopeError
-from longrope.eval.loss import DEFAULT_CHUNK, token_nll
-from longrope.patch import apply, restore
+from longrope.loss import DEFAULT_CHUNK, token_nll
 from longrope.rope import RopeSpec
 
 NEEDLE_DIGITS = 5

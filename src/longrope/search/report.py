@@ -73,7 +73,7 @@ class EvaluationLog:
 
 def plot_convergence(history: list[dict], path: Path, title: str = "LongRoPE search") -> Path:
     """PNG of the best and median parent fitness (mean NLL = log perplexity) per generation."""
-    from longrope.eval.report import pyplot, save_figure
+    from longrope.plots import pyplot, save_figure
 
     plt = pyplot()
     generations = [h["generation"] for h in history]

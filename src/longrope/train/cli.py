@@ -1,4 +1,5 @@
-"""``longrope finetune`` and ``longrope extend``: thin layers over `longrope.train.finetune` / `extend`."""
+"""``longrope finetune``: a thin layer over `longrope.train.finetune` (``longrope extend`` is in
+`longrope.recipes.cli`)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def finetune_command(
     the original RoPE, with longrope_spec.json beside it: load it with longrope.train.load_finetuned),
     --out/checkpoints and --out/train_log.jsonl. On several GPUs: accelerate launch -m longrope finetune ...
     """
+    from longrope.attention.rotary import model_geometry
     from longrope.models.loading import load_model
-    from longrope.patch import model_geometry
     from longrope.rope import check_preset_fits, load_spec
     from longrope.rope.preset_files import is_preset_name
     from longrope.train.config import FinetuneConfig
@@ -73,29 +74,5 @@ def finetune_command(
     console.print(f"fine-tuned model: {path}")
 
 
-def extend_command(
-    plan: Path | None = typer.Argument(None, help="TOML plan (default: the shipped plan for the tiny model)."),
-    out: Path = typer.Option(Path("extend-out"), "--out", help="Output directory (one sub-directory per stage)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip finished stages, resume the current one."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
-) -> None:
-    """Progressive extension from a plan: search -> fine-tune -> search again -> short factors -> export.
-
-    Each stage writes --out/NN-kind/ and a DONE marker; re-running the same command after an interruption
-    skips finished stages and resumes the one that was running.
-    """
-    from longrope.train.plan import load_plan
-    from longrope.train.progressive import extend
-
-    loaded_plan = load_plan(plan)  # a bad plan or --out fails here, before the first stage
-    out = check_output_dir("--out", out)
-    hint = (f"extension interrupted; finished stages are kept in {out} (a DONE marker each); continue with: "
-            f"{rerun_command(drop=('--no-resume',))}")
-    with output_lock(out), on_interrupt(hint):
-        final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan)
-    console.print(f"final spec: {final}")
-
-
 def register(app: typer.Typer) -> None:
     app.command("finetune")(finetune_command)
-    app.command("extend")(extend_command)

@@ -2,7 +2,7 @@
 
 Recipe, as in the LongRoPE paper (section 4.1) and LongRoPE2 (section 3.3):
 
-- the scaling spec is applied to the live model (`longrope.patch.apply`) and stays fixed;
+- the scaling spec is applied to the live model (`longrope.attention.apply`) and stays fixed;
 - training data: the train-split documents that have at least ``length`` tokens, packed end to end
   (``BOS doc EOS BOS doc EOS ...``) and cut into sequences of exactly ``length`` tokens
   (`longrope.train.data.PackedSequences`);
@@ -18,41 +18,57 @@ Recipe, as in the LongRoPE paper (section 4.1) and LongRoPE2 (section 3.3):
   temporary directory and renamed into place, so a killed run resumes from the last complete one;
 - the result is a Hugging Face directory whose config.json keeps the model's ORIGINAL rope config (so stock
   transformers loads the raw weights) with ``longrope_spec.json`` beside it; `load_finetuned` loads it and
-  re-applies the spec.
+  re-applies the spec. The output directory's format (model directory, ``longrope_finetune.json``,
+  checkpoints, log) is `longrope.train.saved`'s; its public names are re-exported here.
 
 Device placement, mixed precision, accumulation and multi-process training go through `accelerate`; running
 the same code on several GPUs (DDP, FSDP, DeepSpeed) needs only ``accelerate launch --config_file ...``
 (see notes/finetune.md).
+
+Over 400 lines: the recipe above as short steps (`_setup`, `_resume`, `_train`, `_finish`) that share one
+`_Run`; the loss that the loop differentiates lives here too, as it is this recipe's and nobody else's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.checkpoint import checkpoint
 
-from longrope import patch
-from longrope.atomic import atomic_dir
+from longrope.attention import patch, rotary
 from longrope.data.corpus import get_corpus
 from longrope.errors import LongRopeError
-from longrope.eval.loss import decoder_and_head, hidden_nll
-from longrope.eval.report import progress_bar
-from longrope.rope import RopeSpec, load_spec, save_spec
+from longrope.loss import decoder_and_head, hidden_nll
+from longrope.progress import progress_bar
+from longrope.rope import RopeSpec
 from longrope.train.config import FinetuneConfig
 from longrope.train.data import PackedSequences
 from longrope.train.pose import pose_batch
+from longrope.train.saved import (
+    LOG_FILE,
+    MODEL_DIR,
+    append_log,
+    checkpoint_state,
+    checkpoints,
+    finetuned_dir,
+    is_finetuned,
+    latest_checkpoint,
+    load_finetuned,
+    read_summary,
+    save_checkpoint,
+    save_finetuned,
+    trim_log,
+)
 
-SPEC_FILE = "longrope_spec.json"  # beside config.json in a fine-tuned model directory
-SUMMARY_FILE = "longrope_finetune.json"  # written last into the model directory: its completeness marker
-STATE_FILE = "trainer_state.json"  # written last into a checkpoint directory
-LOG_FILE = "train_log.jsonl"
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 # ------------------------------------------------------------------------------------------------ the loss
@@ -97,75 +113,6 @@ class ChunkedCausalLMLoss(nn.Module):
             else:
                 total = total + _chunk_nll_sum(head, *part, self.chunk, scale)
         return total / labels.numel()
-
-
-# ------------------------------------------------------------------------------------------- saving, loading
-
-
-def save_finetuned(model: nn.Module, tokenizer, spec: RopeSpec, out_dir: str | Path, summary: dict | None = None,
-                   state_dict: dict | None = None) -> Path:
-    """Save ``model`` (its config keeps the original rope settings), ``tokenizer`` and ``spec`` as an HF directory.
-
-    ``longrope_spec.json`` sits beside config.json; ``longrope_finetune.json`` (``summary``) is written last and
-    marks the directory complete. The directory appears atomically.
-    """
-    out_dir = Path(out_dir)
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, state_dict=state_dict)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        save_spec(spec, tmp / SPEC_FILE)
-        (tmp / SUMMARY_FILE).write_text(json.dumps(summary or {}, indent=2) + "\n")
-
-    return atomic_dir(out_dir, write)
-
-
-def finetuned_dir(path: str | Path) -> Path:
-    """The model directory of a fine-tune: ``path`` itself or ``path/model`` (a `finetune` output directory)."""
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / SPEC_FILE).is_file() and (candidate / "config.json").is_file():
-            return candidate
-    raise LongRopeError(f"{path} is not a fine-tuned model directory (no {SPEC_FILE} beside config.json)")
-
-
-def load_finetuned(path: str | Path, dtype: str | torch.dtype = "float32", device: str = "cpu"):
-    """``(model, tokenizer)`` of a fine-tuned directory, with its scaling spec applied (`longrope.patch`)."""
-    from longrope.models.loading import load_model
-
-    directory = finetuned_dir(path)
-    spec = load_spec(directory / SPEC_FILE)
-    model, tokenizer = load_model(str(directory), dtype=dtype, device=device)
-    patch.apply(model, spec)
-    return model, tokenizer
-
-
-def is_finetuned(path: str | Path) -> bool:
-    """Whether ``path`` (or ``path/model``) is a complete fine-tuned model directory."""
-    try:
-        directory = finetuned_dir(path)
-    except LongRopeError:
-        return False
-    return (directory / SUMMARY_FILE).is_file()
-
-
-# --------------------------------------------------------------------------------------------- checkpoints
-
-
-def _checkpoints(out_dir: Path) -> list[Path]:
-    """Complete checkpoints (their state file exists), oldest first."""
-    root = out_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.name.startswith("step-") and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a fine-tuning output directory, or None."""
-    found = _checkpoints(Path(out_dir))
-    return found[-1] if found else None
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -214,7 +161,7 @@ class _RopeSwitch:
             patch.apply(self.model, self.spec)
         else:
             patch.restore(self.model)
-            for _, _, module in patch.find_rotary_modules(self.model):
+            for _, _, module in rotary.find_rotary_modules(self.model):
                 module.to(self.device)
         self.current = kind
 
@@ -226,9 +173,34 @@ def _micro_plan(config: FinetuneConfig, micro: int) -> tuple[str, int]:
     return ("long" if micro % 2 == 0 else "short"), micro // 2
 
 
-def _write_jsonl(path: Path, record: dict) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
+@dataclass
+class _Run:
+    """One fine-tuning run, as `_setup` builds it: what the training loop and `_finish` work with."""
+
+    out_dir: Path
+    spec: RopeSpec  # the caller's spec, with the model's original window
+    accelerator: Accelerator
+    mixed_precision: str
+    wrapper: nn.Module  # the prepared `ChunkedCausalLMLoss`
+    inner: nn.Module  # the language model inside it
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    switch: _RopeSwitch
+    long_data: PackedSequences
+    short_data: PackedSequences | None
+    start_step: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / LOG_FILE
 
 
 def finetune(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig, out_dir: str | Path,
@@ -236,36 +208,50 @@ def finetune(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig
     """Fine-tune ``model`` at ``config.length`` tokens with ``spec`` applied; return the saved model directory.
 
     Writes into ``out_dir``: ``checkpoints/step-NNNNNN/`` (resumable, every ``config.save_every`` steps),
-    ``train_log.jsonl`` (one line per logged step) and ``model/`` (HF directory + ``longrope_spec.json``).
+    ``train_log.jsonl`` (one line per logged step) and ``model/`` (HF directory + ``longrope_spec.json``);
+    the format is `longrope.train.saved`'s.
     With ``resume``, a finished ``model/`` is returned as is, and otherwise training continues from the newest
     checkpoint (same config and spec required). Without it, an ``out_dir`` holding a run is an error.
     The model is trained in place and left in eval mode with ``spec`` applied.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     out_dir = Path(out_dir)
-    final_dir = out_dir / "model"
+    final_dir = out_dir / MODEL_DIR
     if not isinstance(spec, RopeSpec):
         raise LongRopeError(f"finetune needs a RopeSpec, got {spec!r}")
     if resume and is_finetuned(final_dir):
-        summary = json.loads((final_dir / SUMMARY_FILE).read_text())
-        try:
-            same_config = FinetuneConfig.from_dict(summary["config"]).fingerprint() == config.fingerprint()
-        except (KeyError, TypeError, LongRopeError):
-            same_config = False
-        if not same_config or summary.get("spec") != spec.with_window(
-                patch.model_geometry(model).original_window).to_dict():
-            raise LongRopeError(
-                f"{out_dir} holds a finished fine-tune with a different config or spec; choose another --out"
-            )
+        _check_finished(model, spec, config, out_dir, final_dir)
         return final_dir
-    if not resume and (_checkpoints(out_dir) or final_dir.exists()):
+    if not resume and (checkpoints(out_dir) or final_dir.exists()):
         raise LongRopeError(f"{out_dir} already holds a fine-tuning run; resume it (--resume) or choose another --out")
 
-    geometry = patch.model_geometry(model)
-    window = geometry.original_window
-    spec = spec.with_window(window)
+    run = _setup(model, tokenizer, spec, config, out_dir)
+    _resume(run, config, resume)
+    started = time.perf_counter()
+    history = _train(run, config, progress, started)
+    _finish(run, model, tokenizer, config, final_dir, history, started)
+    return final_dir
+
+
+# ------------------------------------------------------------------------------------------------- setup
+
+
+def _check_finished(model: nn.Module, spec: RopeSpec, config: FinetuneConfig, out_dir: Path,
+                    final_dir: Path) -> None:
+    """Raise unless the finished fine-tune in ``final_dir`` was made with ``config`` and ``spec``."""
+    summary = read_summary(final_dir)
+    try:
+        same_config = FinetuneConfig.from_dict(summary["config"]).fingerprint() == config.fingerprint()
+    except (KeyError, TypeError, LongRopeError):
+        same_config = False
+    if not same_config or summary.get("spec") != spec.with_window(
+            rotary.model_geometry(model).original_window).to_dict():
+        raise LongRopeError(
+            f"{out_dir} holds a finished fine-tune with a different config or spec; choose another --out"
+        )
+
+
+def _datasets(config: FinetuneConfig, tokenizer, window: int) -> tuple[PackedSequences, PackedSequences | None]:
+    """The long training sequences and, for mixed training, the short ones (original window)."""
     short_length = config.short_length or window
     long_length = config.target_length if config.pose else config.length  # what a long sequence stands for
     if config.mixed and short_length >= long_length:
@@ -280,14 +266,11 @@ def finetune(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig
     if config.mixed:
         short_data = PackedSequences(corpus, tokenizer, short_length, seed=config.seed + 1, min_tokens=2,
                                      max_tokens=window, what="mixed training (short documents)")
+    return long_data, short_data
 
-    mixed_precision = _mixed_precision(config.mixed_precision)
-    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=config.accum)
-    set_seed(config.seed)
-    main = accelerator.is_main_process
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
 
+def _prepare_model(model: nn.Module, config: FinetuneConfig, spec: RopeSpec) -> None:
+    """Training mode, gradient checkpointing if asked for, ``spec`` applied."""
     model.train()
     if config.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
@@ -298,14 +281,36 @@ def finetune(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     patch.apply(model, spec)
 
-    wrapper = ChunkedCausalLMLoss(model, config.loss_chunk)
+
+def _optimizer(wrapper: nn.Module, config: FinetuneConfig) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """AdamW (no weight decay on biases and norms) and the config's learning-rate schedule."""
     decay = [p for n, p in wrapper.named_parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for n, p in wrapper.named_parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.peak_lr, betas=(0.9, 0.95),
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+    return optimizer, LambdaLR(optimizer, config.lr_factor)
+
+
+def _setup(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig, out_dir: Path) -> _Run:
+    """Data, accelerator, the model made ready to train, optimizer and scheduler, all prepared by accelerate."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    window = rotary.model_geometry(model).original_window
+    spec = spec.with_window(window)
+    long_data, short_data = _datasets(config, tokenizer, window)
+
+    mixed_precision = _mixed_precision(config.mixed_precision)
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=config.accum)
+    set_seed(config.seed)
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    _prepare_model(model, config, spec)
+    wrapper = ChunkedCausalLMLoss(model, config.loss_chunk)
+    optimizer, scheduler = _optimizer(wrapper, config)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     # The scheduler is stepped by hand once per optimizer step (not prepared: accelerate would step it once per
     # process), and registered so checkpoints carry it.
@@ -313,66 +318,50 @@ def finetune(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig
     inner = accelerator.unwrap_model(wrapper).model
     switch = _RopeSwitch(inner, spec, accelerator.device)
     switch.current = "long"
+    return _Run(out_dir=out_dir, spec=spec, accelerator=accelerator, mixed_precision=mixed_precision,
+                wrapper=wrapper, inner=inner, optimizer=optimizer, scheduler=scheduler, switch=switch,
+                long_data=long_data, short_data=short_data)
 
-    start_step = 0
-    log_path = out_dir / LOG_FILE
-    checkpoint_dir = latest_checkpoint(out_dir) if resume else None
-    if checkpoint_dir is not None:
-        state = json.loads((checkpoint_dir / STATE_FILE).read_text())
-        if state.get("config") != config.fingerprint() or state.get("spec") != spec.to_dict():
-            raise LongRopeError(
-                f"checkpoint {checkpoint_dir} was made with a different config or spec; resume with the same "
-                "settings, or start a new run in another --out"
-            )
-        if state.get("num_processes", 1) != accelerator.num_processes:
-            raise LongRopeError(
-                f"checkpoint {checkpoint_dir} was made with {state.get('num_processes')} processes, now "
-                f"{accelerator.num_processes}; resume with the same number"
-            )
-        switch.use("long")
-        accelerator.load_state(str(checkpoint_dir))
-        start_step = int(state["step"])
-        if main and log_path.exists():  # drop log lines past the checkpoint (the killed run's tail)
-            lines = [line for line in log_path.read_text().splitlines()
-                     if line.strip() and json.loads(line).get("step", 0) <= start_step]
-            log_path.write_text("".join(f"{line}\n" for line in lines))
-    elif main:
-        log_path.unlink(missing_ok=True)
 
-    rank, world = accelerator.process_index, accelerator.num_processes
-    started = time.perf_counter()
+def _resume(run: _Run, config: FinetuneConfig, resume: bool) -> None:
+    """With ``resume``, load the newest checkpoint (if any) and cut the log back to its step; else a fresh log."""
+    checkpoint_dir = latest_checkpoint(run.out_dir) if resume else None
+    if checkpoint_dir is None:
+        if run.main:
+            run.log_path.unlink(missing_ok=True)
+        return
+    state = checkpoint_state(checkpoint_dir)
+    if state.get("config") != config.fingerprint() or state.get("spec") != run.spec.to_dict():
+        raise LongRopeError(
+            f"checkpoint {checkpoint_dir} was made with a different config or spec; resume with the same "
+            "settings, or start a new run in another --out"
+        )
+    if state.get("num_processes", 1) != run.world:
+        raise LongRopeError(
+            f"checkpoint {checkpoint_dir} was made with {state.get('num_processes')} processes, now "
+            f"{run.world}; resume with the same number"
+        )
+    run.switch.use("long")
+    run.accelerator.load_state(str(checkpoint_dir))
+    run.start_step = int(state["step"])
+    if run.main and run.log_path.exists():  # drop log lines past the checkpoint (the killed run's tail)
+        trim_log(run.log_path, run.start_step)
+
+
+# ---------------------------------------------------------------------------------------- the training loop
+
+
+def _train(run: _Run, config: FinetuneConfig, progress: bool, started: float) -> list[dict]:
+    """Optimizer steps from ``run.start_step`` to ``config.steps``: logging, checkpoints; the step records."""
     history: list[dict] = []
     stack = contextlib.ExitStack()
     try:
-        bar = stack.enter_context(progress_bar(progress and main))
-        task = bar.add_task(f"fine-tune at {config.length}", total=config.steps, completed=start_step)
-        for step in range(start_step, config.steps):
-            losses: dict[str, list[float]] = {"long": [], "short": []}
-            for a in range(config.accum):
-                micro = step * config.accum + a
-                kind, ordinal = _micro_plan(config, micro)
-                data = long_data if kind == "long" else short_data
-                first = (ordinal * world + rank) * config.batch_size
-                batch = data.batch(range(first, first + config.batch_size)).to(accelerator.device)
-                switch.use(kind)
-                positions, declared = None, contextlib.nullcontext()
-                if config.pose and kind == "long":
-                    positions = pose_batch(config.length, config.target_length, config.pose_chunks, config.seed,
-                                           range(first, first + config.batch_size)).to(accelerator.device)
-                    # The window stands for a sequence of target_length tokens: length-dependent specs
-                    # (LongRoPE long factors, dynamic NTK) must choose their tables for that length.
-                    declared = patch.sequence_length(inner, config.target_length)
-                with accelerator.accumulate(wrapper), declared:
-                    with accelerator.autocast():
-                        loss = wrapper(batch, position_ids=positions)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm:
-                        accelerator.clip_grad_norm_(wrapper.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                losses[kind].append(loss.detach().float().item())
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
+        bar = stack.enter_context(progress_bar(progress and run.main))
+        task = bar.add_task(f"fine-tune at {config.length}", total=config.steps, completed=run.start_step)
+        for step in range(run.start_step, config.steps):
+            losses = _accumulate(run, config, step)
+            lr = run.optimizer.param_groups[0]["lr"]
+            run.scheduler.step()
             done = step + 1
             record = {"step": done, "lr": lr, "seconds": round(time.perf_counter() - started, 2)}
             for kind, values in losses.items():
@@ -381,76 +370,92 @@ def finetune(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig
             record["loss"] = sum(sum(v) for v in losses.values()) / sum(len(v) for v in losses.values())
             history.append(record)
             _after_step(record)
-            if main and (done % config.log_every == 0 or done == config.steps or done == start_step + 1):
-                _write_jsonl(log_path, record)
+            if run.main and (done % config.log_every == 0 or done == config.steps or done == run.start_step + 1):
+                append_log(run.log_path, record)
             bar.update(task, advance=1, description=f"fine-tune at {config.length} loss {record['loss']:.3f}")
             if config.save_every and done % config.save_every == 0 and done < config.steps:
-                switch.use("long")
-                _save_checkpoint(accelerator, out_dir, done, config, spec, world)
+                run.switch.use("long")
+                save_checkpoint(run.accelerator, run.out_dir, done, config, run.spec, run.world)
     except BaseException as exc:
         if _is_oom(exc):
             raise _oom_error(config, exc) from exc
         raise
     finally:
         stack.close()
+    return history
 
-    switch.use("long")
-    accelerator.wait_for_everyone()
-    seconds = time.perf_counter() - started
-    summary = {
-        "config": config.to_dict(),
-        "spec": spec.to_dict(),
-        "steps": config.steps,
-        "resumed_from_step": start_step,
-        "seconds_this_run": round(seconds, 1),
-        "tokens_per_step": config.batch_size * config.accum * world * config.length,
-        "mixed_precision": mixed_precision,
-        "processes": world,
-        "final_loss": history[-1]["loss"] if history else None,
-        "source": getattr(model, "longrope_source", None),
-    }
-    state_dict = accelerator.get_state_dict(wrapper)
-    if main:
-        prefix = "model."
-        state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
-        save_finetuned(inner, tokenizer, spec, final_dir, summary, state_dict=state_dict)
-    accelerator.wait_for_everyone()
-    if config.gradient_checkpointing:
-        disable = getattr(inner, "activation_checkpointing_disable", None) or inner.gradient_checkpointing_disable
-        disable()
-    inner.eval()
-    return final_dir
+
+def _accumulate(run: _Run, config: FinetuneConfig, step: int) -> dict[str, list[float]]:
+    """The ``config.accum`` micro-batches of optimizer step ``step``; their losses by kind (long, short)."""
+    accelerator = run.accelerator
+    rank, world = accelerator.process_index, run.world
+    losses: dict[str, list[float]] = {"long": [], "short": []}
+    for a in range(config.accum):
+        micro = step * config.accum + a
+        kind, ordinal = _micro_plan(config, micro)
+        data = run.long_data if kind == "long" else run.short_data
+        first = (ordinal * world + rank) * config.batch_size
+        batch = data.batch(range(first, first + config.batch_size)).to(accelerator.device)
+        run.switch.use(kind)
+        positions, declared = None, contextlib.nullcontext()
+        if config.pose and kind == "long":
+            positions = pose_batch(config.length, config.target_length, config.pose_chunks, config.seed,
+                                   range(first, first + config.batch_size)).to(accelerator.device)
+            # The window stands for a sequence of target_length tokens: length-dependent specs
+            # (LongRoPE long factors, dynamic NTK) must choose their tables for that length.
+            declared = patch.sequence_length(run.inner, config.target_length)
+        with accelerator.accumulate(run.wrapper), declared:
+            with accelerator.autocast():
+                loss = run.wrapper(batch, position_ids=positions)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(run.wrapper.parameters(), config.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        losses[kind].append(loss.detach().float().item())
+    return losses
 
 
 def _after_step(record: dict) -> None:
     """Called after every optimizer step with its log record (a hook for tests and callers that stop runs)."""
 
 
-def _save_checkpoint(accelerator, out_dir: Path, step: int, config: FinetuneConfig, spec: RopeSpec,
-                     world: int) -> Path:
-    """Model, optimizer, scheduler and RNG states (accelerate) + our step, into ``checkpoints/step-NNNNNN``.
+# ------------------------------------------------------------------------------------------------ finishing
 
-    Everything goes into a temporary directory first; the state file is written last and the directory is
-    renamed into place, so a checkpoint either exists completely or not at all.
-    """
-    root = out_dir / "checkpoints"
-    final = root / f"step-{step:06d}"
-    tmp = root / f".step-{step:06d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+
+def _finish(run: _Run, model: nn.Module, tokenizer, config: FinetuneConfig, final_dir: Path, history: list[dict],
+            started: float) -> None:
+    """Save the trained model into ``final_dir`` with its summary; leave it in eval mode with the spec applied."""
+    accelerator, world = run.accelerator, run.world
+    run.switch.use("long")
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    seconds = time.perf_counter() - started
+    summary = {
+        "config": config.to_dict(),
+        "spec": run.spec.to_dict(),
+        "steps": config.steps,
+        "resumed_from_step": run.start_step,
+        "seconds_this_run": round(seconds, 1),
+        "tokens_per_step": config.batch_size * config.accum * world * config.length,
+        "mixed_precision": run.mixed_precision,
+        "processes": world,
+        "final_loss": history[-1]["loss"] if history else None,
+        "source": getattr(model, "longrope_source", None),
+    }
+    state_dict = accelerator.get_state_dict(run.wrapper)
+    if run.main:
+        prefix = "model."
+        state_dict = {k.removeprefix(prefix): v for k, v in state_dict.items()}
+        save_finetuned(run.inner, tokenizer, run.spec, final_dir, summary, state_dict=state_dict)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {"step": step, "config": config.fingerprint(), "spec": spec.to_dict(), "num_processes": world}
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(tmp, final)
-        for old in _checkpoints(out_dir)[:-config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+    if config.gradient_checkpointing:
+        inner = run.inner
+        disable = getattr(inner, "activation_checkpointing_disable", None) or inner.gradient_checkpointing_disable
+        disable()
+    run.inner.eval()
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
 
 
 def mean_nll(model: nn.Module, samples: torch.Tensor, chunk: int = 1024) -> float:
@@ -468,7 +473,6 @@ def mean_nll(model: nn.Module, samples: torch.Tensor, chunk: int = 1024) -> floa
 
 
 __all__ = [
-    "SPEC_FILE",
     "ChunkedCausalLMLoss",
     "finetune",
     "finetuned_dir",

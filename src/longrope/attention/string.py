@@ -11,7 +11,7 @@ The function has transformers' attention-interface signature and is registered a
 ``AttentionInterface`` (and ``sdpa_mask`` as its mask builder in ``AttentionMaskInterface``, so padding masks are
 built as booleans and a plain causal mask is skipped altogether). `install_string_attention` switches a model to
 it and stores STRING's parameters on each attention module; `uninstall_string_attention` switches back.
-`longrope.patch.apply(model, StringSpec(...))` calls both for you.
+`longrope.attention.apply(model, StringSpec(...))` calls both for you.
 
 Positions: queries are taken to be the last ``Tq`` of the ``Tk`` keys (key slot ``j`` is ``Tk - Tq + i - j``
 tokens before query ``i``). That holds for prefill, chunked prefill and decoding with transformers' dynamic caches
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from longrope.blocked_attention import attention_modules, set_attention_implementation
+from longrope.attention.interface import attention_modules, set_attention_implementation
+from longrope.attention.rotary import ScaledRotaryEmbedding
 from longrope.errors import LongRopeError
 from longrope.rope import RopeGeometry, StringSpec
 
@@ -189,7 +190,7 @@ def string_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.
     if params is None:
         raise LongRopeError(
             f"{type(module).__name__} runs with attn_implementation={NAME!r} but has no STRING parameters; "
-            "use longrope.patch.apply(model, StringSpec(...))"
+            "use longrope.attention.apply(model, StringSpec(...))"
         )
     inv_freq = params.inv_freq(query.device)
     if attention_mask is None and not (dropout and module.training):
@@ -213,11 +214,9 @@ def install_string_attention(model: nn.Module, spec: StringSpec, geometry: RopeG
                              chunk_size: int | None = None) -> nn.Module:
     """Switch ``model`` to STRING attention with ``spec``'s S and W (resolved against ``geometry``).
 
-    Call after the rotary module has been swapped for a `ScaledRotaryEmbedding` (``longrope.patch.apply`` does
+    Call after the rotary module has been swapped for a `ScaledRotaryEmbedding` (``longrope.attention.apply`` does
     both). The previous attention implementation is remembered for `uninstall_string_attention`.
     """
-    from longrope.patch import ScaledRotaryEmbedding
-
     if not isinstance(spec, StringSpec):
         raise LongRopeError(f"install_string_attention needs a StringSpec, got {type(spec).__name__}")
     shift, local_window = spec.resolved(geometry.original_window)
@@ -226,7 +225,7 @@ def install_string_attention(model: nn.Module, spec: StringSpec, geometry: RopeG
     if not rotaries or not modules or getattr(model, "config", None) is None:
         raise LongRopeError(
             f"{type(model).__name__}: STRING needs a RoPE model whose rotary module was patched by "
-            "longrope.patch.apply(model, StringSpec(...)) and whose attention uses transformers' AttentionInterface"
+            "longrope.attention.apply(model, StringSpec(...)) and whose attention uses transformers' AttentionInterface"
         )
     n_hat = getattr(spec.base, "n_hat", 0)
     if n_hat > local_window:

@@ -150,6 +150,43 @@ def _check_search(stage: Stage) -> None:
         _integer(stage, "length", 2)
 
 
+def search_config(stage: Stage, plan: Plan, extra: dict[str, Any] | None = None):
+    """The `SearchConfig` of a search or search_short stage: the plan's corpus and seed, then ``extra``, then the
+    stage's own fields (``length`` is the config's ``target_length``)."""
+    import dataclasses
+
+    from longrope.search.evolution import SearchConfig
+
+    settings = dict(stage.settings)
+    if "length" in settings:
+        settings["target_length"] = settings.pop("length")
+    valid = {f.name for f in dataclasses.fields(SearchConfig)}
+    unknown = sorted(set(settings) - valid)
+    if unknown:
+        raise LongRopeError(
+            f"{stage.label}: unknown field(s) {', '.join(stage.field_name(k) for k in unknown)}; a search stage "
+            f"takes factor or length and SearchConfig fields: {', '.join(sorted(valid - {'target_length'}))}"
+        )
+    values = {"corpus": plan.corpus, "seed": plan.seed, **(extra or {}), **settings}
+    return SearchConfig(**values)
+
+
+def _check_search_settings(stage: Stage, plan: Plan) -> None:
+    # A short-factor search takes its scale from the long spec at run time; any valid one stands in for it here.
+    config = search_config(stage, plan, {"factor": 2.0} if stage.kind == "search_short" else None)
+    try:
+        config.validate()
+    except LongRopeError as exc:
+        raise LongRopeError(f"{stage.label}: {_with_field(stage, str(exc))}") from None
+
+
+def _with_field(stage: Stage, message: str) -> str:
+    """``message`` with its leading setting name spelled as the plan field (``population`` ->
+    ``stages[2].population``), so the user finds the line to fix."""
+    name = message.split(" ", 1)[0]
+    return stage.field_name(name) + message[len(name):] if name in stage.settings else message
+
+
 def _check_finetune(stage: Stage) -> None:
     _require(stage, "length", "tokens per training sequence")
     _require(stage, "steps", "optimizer steps")
@@ -182,6 +219,7 @@ def validate(plan: Plan) -> Plan:
                 f"{stage.label}: only evaluate stages can follow the export stage stages[{exported[0]}]")
         if stage.kind == "search":
             _check_search(stage)
+            _check_search_settings(stage, plan)
             scale = search_scale(stage)
             if scale is not None and last_scale is not None and scale <= last_scale:
                 raise LongRopeError(
@@ -214,6 +252,7 @@ def validate(plan: Plan) -> Plan:
                     f"{stage.field_name(key)}: a short-factor search always runs at the model's original window "
                     "with the scale of the long factors; remove it"
                 )
+            _check_search_settings(stage, plan)
         elif stage.kind in ("export", "evaluate"):
             if not have_spec:
                 raise LongRopeError(f"{stage.label}: nothing to {stage.kind} yet; it needs an earlier search stage")

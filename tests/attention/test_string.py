@@ -18,16 +18,17 @@ from torch.utils._pytree import tree_leaves
 from transformers import AttentionInterface, DynamicCache
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from longrope.errors import LongRopeError
-from longrope.patch import apply, model_geometry, restore
-from longrope.rope import LongRopeSpec, StringSpec, YarnSpec, inv_freq_for
-from longrope.string_attention import (
+from longrope.attention.patch import apply, restore
+from longrope.attention.rotary import model_geometry
+from longrope.attention.string import (
     NAME,
     install_string_attention,
     set_chunk_size,
     string_attention_core,
     string_parameters,
 )
+from longrope.errors import LongRopeError
+from longrope.rope import LongRopeSpec, StringSpec, YarnSpec, inv_freq_for
 
 REFERENCE = "longrope_test_string_reference"
 VOCAB = 97

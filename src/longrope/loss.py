@@ -2,10 +2,11 @@
 
 The decoder runs once; the output head and the cross-entropy are applied to ``chunk`` positions at a time, so
 peak memory for the head is O(chunk x vocab) instead of O(length x vocab). Everything that scores text
-(perplexity, search fitness, fine-tuning loss) goes through `token_nll` or `hidden_nll`.
+(perplexity, search fitness, fine-tuning loss) goes through `token_nll` or `hidden_nll`. It sits just above
+`longrope.attention` and below every area (eval, search, train), so none of them imports another for its loss.
 
 Without gradients, a bf16 model on CPU runs its attention as bf16 matrix products
-(`longrope.blocked_attention`), about twice as fast there as PyTorch's SDPA kernel, which computes in float32.
+(`longrope.attention.blocked`), about twice as fast there as PyTorch's SDPA kernel, which computes in float32.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from longrope.blocked_attention import scoring_attention
+from longrope.attention.blocked import scoring_attention
 
 DEFAULT_CHUNK = 1024
 
@@ -50,7 +51,7 @@ def token_nll(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
               chunk: int = DEFAULT_CHUNK, fast_attention: bool = True) -> torch.Tensor:
     """NLL [B, T-1] of each token given the ones before it (position t scores input_ids[:, t+1]).
 
-    ``fast_attention``: allow `longrope.blocked_attention.scoring_attention` (it only switches a bf16 CPU model
+    ``fast_attention``: allow `longrope.attention.blocked.scoring_attention` (it only switches a bf16 CPU model
     under ``torch.no_grad()``; False keeps the model's own attention).
     """
     decoder, head = decoder_and_head(model)

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from longrope.attention.interface import set_attention_implementation
+
 NAME = "longrope_blocked"
 # Rows of the score matrix per product (query heads of a group x queries): a block's scores [rows x keys] stay
 # in the CPU's last-level cache at 8k keys while each product is still large enough to run near the matmul
@@ -95,24 +97,6 @@ def register() -> None:
     AttentionInterface.register(NAME, blocked_attention_forward)
     # SDPA's mask builder returns None for a plain causal batch, which is what selects the blocked path.
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
-
-
-def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """Attention modules that dispatch through transformers' AttentionInterface (they carry a config)."""
-    return [m for m in model.modules()
-            if type(m).__name__.endswith("Attention") and hasattr(m, "config") and hasattr(m, "layer_idx")]
-
-
-def set_attention_implementation(model: nn.Module, name: str) -> None:
-    """Switch every config of ``model`` (the model's and each attention module's) to ``name``."""
-    setter = getattr(model, "set_attn_implementation", None)
-    if setter is not None:
-        setter(name)
-    if model.config._attn_implementation != name:
-        model.config._attn_implementation_internal = name
-    for m in attention_modules(model):
-        if m.config._attn_implementation != name:
-            m.config._attn_implementation_internal = name
 
 
 def pays_off(model: nn.Module) -> bool:

@@ -1,4 +1,4 @@
-"""Blocked bf16 attention (`longrope.blocked_attention`) against SDPA, transformers' eager attention and float64."""
+"""Blocked bf16 attention (`longrope.attention.blocked`) against SDPA, transformers' eager attention and float64."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 from factories import tiny_model
 
-from longrope.blocked_attention import (
+from longrope.attention.blocked import (
     NAME,
     blocked_causal_attention,
     register,
     scoring_attention,
     set_attention_implementation,
 )
-from longrope.eval.loss import token_nll
+from longrope.loss import token_nll
 
 
 def _qkv(batch, heads, kv_heads, length, dim, dtype, seed=0):
@@ -133,7 +133,7 @@ def test_padding_mask_falls_back_to_sdpa():
 def test_anything_but_plain_causal_goes_to_sdpa(extra, monkeypatch):
     from transformers.integrations import sdpa_attention
 
-    import longrope.blocked_attention as blocked
+    import longrope.attention.blocked as blocked
 
     calls = []
     monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", lambda *a, **k: calls.append(k) or ("sdpa", None))

@@ -2,7 +2,7 @@
 
 import json
 
-from longrope.demo import DemoSettings, run_demo
+from longrope.recipes.demo import DemoSettings, run_demo
 from longrope.rope import LongRopeSpec, load_spec
 
 

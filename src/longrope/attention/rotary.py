@@ -1,18 +1,16 @@
-"""Apply a scaling spec to a live transformers model, in place, and undo it.
+"""The rotary module that replaces a transformers model's own: cos/sin tables computed from a `RopeSpec`.
 
-This is the one module that knows transformers' internals: decoder models keep one rotary module
-(``LlamaRotaryEmbedding``, ``Phi3RotaryEmbedding``, ...) whose ``forward(x, position_ids)`` returns
-``(cos, sin)`` of shape [batch, seq, rotary_dim]. We swap it for `ScaledRotaryEmbedding`, which computes the
-same tables from a `RopeSpec`, adds LongRoPE's n_hat, per-row specs (several candidates in one batch), and
-chooses length-dependent tables (short/long factors, dynamic NTK) once per sequence.
+Decoder models keep one rotary module (``LlamaRotaryEmbedding``, ``Phi3RotaryEmbedding``, ...) whose
+``forward(x, position_ids)`` returns ``(cos, sin)`` of shape [batch, seq, rotary_dim]. `ScaledRotaryEmbedding`
+computes the same tables from a `RopeSpec`, adds LongRoPE's n_hat, per-row specs (several candidates in one
+batch), and chooses length-dependent tables (short/long factors, dynamic NTK) once per sequence.
+`longrope.attention.patch` swaps it into a model; this module only finds rotary modules and reads the geometry.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -99,7 +97,7 @@ class ScaledRotaryEmbedding(nn.Module):
                 warnings.warn(
                     f"sequence grew to {longest} tokens after its RoPE tables were chosen for "
                     f"{self.sequence_length}; keeping them so the KV cache stays consistent. Use "
-                    "longrope.patch.sequence_length(model, n) to declare the full length up front.",
+                    "longrope.attention.sequence_length(model, n) to declare the full length up front.",
                     stacklevel=3,
                 )
                 self._warned = True
@@ -122,101 +120,3 @@ class ScaledRotaryEmbedding(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         scale = attention[:, None, None]
         return (emb.cos() * scale).to(x.dtype), (emb.sin() * scale).to(x.dtype)
-
-
-@dataclass
-class _PatchRecord:
-    originals: list[tuple[nn.Module, str, nn.Module]]
-    spec: RopeSpec | tuple[RopeSpec, ...]
-
-
-def check_window(spec: RopeSpec, geometry: RopeGeometry) -> None:
-    """Refuse a spec made for another original window than the model's (its factors would switch and scale at
-    the wrong length, silently): e.g. a SmolLM2 spec (8192) on the tiny model (256)."""
-    window = getattr(spec, "original_window", None)
-    if window is not None and window != geometry.original_window:
-        raise LongRopeError(
-            f"this {spec.method} spec was made for an original window of {window} tokens, but the model's is "
-            f"{geometry.original_window}; use a spec searched for this model (or drop original_window from the "
-            "spec file to apply it at this model's window)")
-
-
-def apply(model: nn.Module, spec: RopeSpec | Sequence[RopeSpec]) -> nn.Module:
-    """Scale the model's RoPE in place with ``spec`` (or one spec per batch row) and return the model.
-
-    Applying again replaces the previous scaling (never stacks); `restore` brings back the original module.
-    STRING specs also install STRING attention.
-    """
-    specs = tuple(spec) if isinstance(spec, (list, tuple)) else (spec,)
-    if not specs or not all(isinstance(s, RopeSpec) for s in specs):
-        raise LongRopeError(f"apply() needs a RopeSpec or a list of them, got {spec!r}")
-    geometry = model_geometry(model)
-    for s in specs:
-        check_window(s, geometry)
-        inv_freq_for(s.with_window(geometry.original_window), geometry, None)  # validate against this model
-        if isinstance(s, StringSpec):
-            s.resolved(geometry.original_window)
-    restore(model)
-    originals = []
-    module = ScaledRotaryEmbedding(specs, geometry)
-    for parent, attr, child in find_rotary_modules(model):
-        device = next(iter(child.buffers()), torch.empty(0)).device
-        setattr(parent, attr, module.to(device))
-        originals.append((parent, attr, child))
-    model._longrope_patch = _PatchRecord(originals, specs[0] if len(specs) == 1 else specs)
-    string_specs = [s for s in specs if isinstance(s, StringSpec)]
-    if string_specs:
-        if len(string_specs) != len(specs) or len(set(string_specs)) != 1:
-            restore(model)
-            raise LongRopeError("STRING cannot be mixed with other specs in one batch")
-        try:
-            from longrope.string_attention import install_string_attention
-        except ModuleNotFoundError:
-            restore(model)
-            raise LongRopeError("STRING attention is not available in this build of longrope") from None
-        install_string_attention(model, string_specs[0].with_window(geometry.original_window), geometry)
-    return model
-
-
-def restore(model: nn.Module) -> nn.Module:
-    """Undo `apply`: put the model's own rotary modules (and attention) back."""
-    record: _PatchRecord | None = getattr(model, "_longrope_patch", None)
-    if record is None:
-        return model
-    for parent, attr, original in record.originals:
-        setattr(parent, attr, original)
-    try:
-        from longrope.string_attention import uninstall_string_attention
-    except ModuleNotFoundError:
-        pass
-    else:
-        uninstall_string_attention(model)
-    del model._longrope_patch
-    return model
-
-
-def current_spec(model: nn.Module) -> RopeSpec | tuple[RopeSpec, ...] | None:
-    """The spec applied by `apply`, or None for the model's own RoPE."""
-    record = getattr(model, "_longrope_patch", None)
-    return None if record is None else record.spec
-
-
-def _scaled_modules(model: nn.Module) -> list[ScaledRotaryEmbedding]:
-    return [m for m in model.modules() if isinstance(m, ScaledRotaryEmbedding)]
-
-
-@contextlib.contextmanager
-def sequence_length(model: nn.Module, length: int) -> Iterator[None]:
-    """Declare the full length of the coming sequence (prompt + generated tokens, or all prefill chunks).
-
-    LongRoPE's short/long choice and dynamic NTK's base are then made from it once, when the sequence starts.
-    """
-    modules = _scaled_modules(model)
-    previous = [m.length_hint for m in modules]
-    for m in modules:
-        m.length_hint = int(length)
-    try:
-        yield
-    finally:
-        for m, value in zip(modules, previous):
-            m.length_hint = value

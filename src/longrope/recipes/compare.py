@@ -9,7 +9,7 @@ Rows (all on the TEST split; perplexity at each length, passkey accuracy at each
 - PI s1 on the base model; PI s1 fine-tuned (``pi_dir``, same budget as stage 2); PI s2 on that fine-tune;
 - the base model with its own RoPE.
 
-    from longrope.train.compare import compare_extension
+    from longrope.recipes.compare import compare_extension
     table = compare_extension("extend-tiny", "pi-ft")        # writes extend-tiny/comparison.{json,md}
 """
 
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from longrope.errors import LongRopeError
+from longrope.recipes.plan import load_plan
 from longrope.rope import LinearSpec, RopeSpec, load_spec
 from longrope.train.finetuning import finetuned_dir
-from longrope.train.plan import load_plan
 
 
 def _stage_dirs(extend_dir: Path, kind: str) -> list[Path]:
@@ -60,11 +60,11 @@ def comparison_rows(extend_dir: str | Path, pi_dir: str | Path | None) -> dict[s
 def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, lengths: list[int] | None = None,
                       docs: int = 8, trials: int = 10, progress: bool = True) -> dict[str, Any]:
     """Perplexity and passkey accuracy of every row; writes ``comparison.json`` and ``comparison.md``."""
+    from longrope.attention.rotary import model_geometry
     from longrope.eval.passkey import evaluate_passkey
     from longrope.eval.perplexity import evaluate_ppl
     from longrope.eval.report import markdown_table
     from longrope.models.loading import load_model
-    from longrope.patch import model_geometry
 
     extend_dir = Path(extend_dir)
     rows = comparison_rows(extend_dir, pi_dir)

@@ -1,4 +1,4 @@
-"""The progressive extension recipe of the LongRoPE paper, run from one TOML plan (`longrope.train.plan`).
+"""The progressive extension recipe of the LongRoPE paper, run from one TOML plan (`longrope.recipes.plan`).
 
     stage 1  search      long factors at s1 x L on the pretrained model             -> best_spec.json
     stage 2  finetune    at L1 tokens with the stage-1 spec                            -> model/ (+ spec)
@@ -31,9 +31,9 @@ from rich.console import Console
 
 from longrope.atomic import atomic_write_bytes
 from longrope.errors import LongRopeError
-from longrope.rope import LongRopeSpec, load_spec
+from longrope.recipes.plan import Plan, Stage, load_plan, search_config
+from longrope.rope import SPEC_FILE, LongRopeSpec, load_spec
 from longrope.train.config import FinetuneConfig
-from longrope.train.plan import Plan, Stage, load_plan
 
 DONE = "DONE"
 PLAN_COPY = "plan.toml"
@@ -93,25 +93,6 @@ def _plan_path(plan: Plan, value: str) -> Path:
     return path
 
 
-def _search_config(stage: Stage, plan: Plan, extra: dict[str, Any] | None = None):
-    import dataclasses
-
-    from longrope.search import SearchConfig
-
-    settings = dict(stage.settings)
-    if "length" in settings:
-        settings["target_length"] = settings.pop("length")
-    valid = {f.name for f in dataclasses.fields(SearchConfig)}
-    unknown = sorted(set(settings) - valid)
-    if unknown:
-        raise LongRopeError(
-            f"{stage.label}: unknown field(s) {', '.join(stage.field_name(k) for k in unknown)}; a search stage "
-            f"takes factor or length and SearchConfig fields: {', '.join(sorted(valid - {'target_length'}))}"
-        )
-    values = {"corpus": plan.corpus, "seed": plan.seed, **(extra or {}), **settings}
-    return SearchConfig(**values)
-
-
 def _stretched_seed(previous: Path, factor: float, stage_dir: Path, geometry) -> Path | None:
     """The previous spec's per-pair factors stretched to the new scale: the second search's extra seed."""
     from longrope.rope import rescale_factors
@@ -132,10 +113,10 @@ def run_search(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: bo
     from longrope.search import search
 
     model, tokenizer = ctx.load()
-    from longrope.patch import model_geometry
+    from longrope.attention.rotary import model_geometry
 
     geometry = model_geometry(model)
-    config = _search_config(stage, ctx.plan)
+    config = search_config(stage, ctx.plan)
     factor, length = config.target(geometry.original_window)
     if ctx.spec is not None and config.factor_file is None:
         seed = _stretched_seed(ctx.spec, factor, stage_dir, geometry)
@@ -148,7 +129,7 @@ def run_search(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: bo
 
 def run_finetune(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: bool) -> dict[str, Any]:
     """Fine-tune the current model with the latest spec (or the stage's own ``spec`` file)."""
-    from longrope.train.finetuning import SPEC_FILE, finetune
+    from longrope.train.finetuning import finetune
 
     settings = dict(stage.settings)
     spec_path = _plan_path(ctx.plan, settings.pop("spec")) if "spec" in settings else ctx.spec
@@ -171,31 +152,29 @@ def run_search_short(stage: Stage, ctx: PipelineContext, stage_dir: Path, progre
     if not isinstance(long_spec, LongRopeSpec):
         raise LongRopeError(f"{stage.label}: short factors complete a longrope spec, the current one is "
                             f"{long_spec.method}")
-    config = _search_config(stage, ctx.plan, {"factor": long_spec.factor})
+    config = search_config(stage, ctx.plan, {"factor": long_spec.factor})
     model, tokenizer = ctx.load()
     result = search_short(model, tokenizer, long_spec, config, stage_dir, resume=True, progress=progress)
     return {"spec": result.spec_path.name, "ppl": result.perplexity, "evaluations": result.evaluations}
 
 
 def run_export(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: bool) -> dict[str, Any]:
-    """Write the current model with the final spec as an HF directory (``hf/``; ``gguf = true`` adds a GGUF)."""
-    from longrope.export.hf import export_hf
+    """Write the current model with the final spec as an HF directory (``hf/``; ``gguf = true`` adds
+    ``hf/model.gguf``), planned first and published whole (`longrope.export.export_model`)."""
+    from longrope.export.bundle import export_model
+    from longrope.export.hf import GGUF_NAME
 
     settings = dict(stage.settings)
-    gguf = settings.pop("gguf", False)
-    unknown = sorted(set(settings) - {"target_window", "lossy"})
+    unknown = sorted(set(settings) - {"target_window", "lossy", "gguf"})
     if unknown:
         raise LongRopeError(f"{stage.label}: unknown field(s) {', '.join(stage.field_name(k) for k in unknown)}; "
                             "export takes target_window, lossy, gguf")
     spec = load_spec(ctx.spec)
     model, tokenizer = ctx.load()
-    export_hf(model, tokenizer, spec, stage_dir / "hf", force=True, **settings)
-    outputs: dict[str, Any] = {"export": "hf", "spec_exported": spec.to_dict()}
-    if gguf:
-        from longrope.export.gguf_export import export_gguf
-
-        export_gguf(spec, stage_dir / "model.gguf", model=model, tokenizer=tokenizer)
-        outputs["gguf"] = "model.gguf"
+    plan = export_model(model, tokenizer, spec, stage_dir / "hf", force=True, **settings)
+    outputs: dict[str, Any] = {"export": "hf", "spec_exported": spec.to_dict(), "lost": plan.lost}
+    if plan.gguf is not None:
+        outputs["gguf"] = f"hf/{GGUF_NAME}"
     return outputs
 
 
@@ -212,7 +191,7 @@ def run_evaluate(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: 
         raise LongRopeError(f"{stage.label}: unknown field(s) {', '.join(stage.field_name(k) for k in settings)}; "
                             "evaluate takes lengths, docs, passkey_trials")
     model, tokenizer = ctx.load("bf16")
-    from longrope.patch import model_geometry
+    from longrope.attention.rotary import model_geometry
 
     window = model_geometry(model).original_window
     lengths = lengths or [window, 4 * window]

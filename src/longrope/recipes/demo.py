@@ -17,7 +17,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -82,10 +81,10 @@ def _passkey_fits(tokenizer, length: int, template: str) -> bool:
 def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | None = None,
              progress: bool = True) -> DemoResult:
     """Search LongRoPE factors for the tiny model at 8x and compare them with none/PI/NTK/YaRN on the test split."""
+    from longrope.attention.rotary import model_geometry
     from longrope.eval.passkey import default_template, evaluate_passkey, write_retrieval_report
     from longrope.eval.perplexity import evaluate_ppl, write_ppl_report
     from longrope.models.loading import load_model
-    from longrope.patch import model_geometry
     from longrope.search import SearchConfig, search
 
     settings = settings or DemoSettings()
@@ -153,24 +152,8 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     return result
 
 
-def demo_command(
-    out: Path = typer.Option(Path("longrope-demo"), help="Where tables, JSON and plots go."),
-    generations: int = typer.Option(DemoSettings.search_generations, help="Search generations (the budget)."),
-    eval_docs: int = typer.Option(DemoSettings.eval_docs, help="Test documents per perplexity point."),
-    trials: int = typer.Option(DemoSettings.passkey_trials, help="Passkey trials per length."),
-    seed: int = typer.Option(0, help="Seed of the search and of the evaluation samples."),
-) -> None:
-    """Run the whole story on the built-in tiny model: search LongRoPE factors at 8x, then compare none, PI,
-    NTK, dynamic NTK, YaRN and the searched factors (perplexity and passkey on the test split) at 1x, 2x, 4x, 8x.
-    Writes ./longrope-demo/ (demo.md, demo.json, ppl/, passkey/, search/)."""
-    from longrope.validation import check_number, check_output_dir
-
-    check_output_dir("--out", out)
-    check_number("--generations", generations, minimum=0)
-    check_number("--eval-docs", eval_docs, minimum=1)
-    check_number("--trials", trials, minimum=1)
-    settings = DemoSettings(search_generations=generations, eval_docs=eval_docs, passkey_trials=trials, seed=seed)
-    result = run_demo(out, settings)
+def demo_table(result: DemoResult) -> Table:
+    """The demo's result as a rich table: perplexity (best per length in bold green) and passkey accuracy."""
     table = Table(title=f"longrope demo (test split; window {result.lengths[0]}, search at {result.lengths[-1]})")
     table.add_column("method")
     for n in result.lengths:
@@ -182,13 +165,4 @@ def demo_command(
         cells = [f"[bold green]{row[n]:.2f}[/]" if row[n] == best[n] else f"{row[n]:.2f}" for n in result.lengths]
         cells += [_percent(result.passkey.get(name, {}).get(n)) for n in result.lengths]
         table.add_row(name, *cells)
-    console = Console()
-    if not console.is_terminal:  # a log has no width: rich's 80-column default would truncate the table
-        console = Console(width=160)
-    console.print(table)
-    console.print(f"written to {result.out_dir}/ (demo.md, demo.json, ppl/ppl.png, search/convergence.png); "
-                  f"times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
-
-
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo_command)
+    return table

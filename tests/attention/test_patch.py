@@ -8,8 +8,8 @@ import torch
 from factories import ARCHITECTURES, same_weights, tiny_model
 from torch import nn
 
+from longrope.attention.patch import apply, current_spec, restore, sequence_length
 from longrope.errors import LongRopeError
-from longrope.patch import apply, current_spec, restore, sequence_length
 from longrope.rope import (
     DynamicNTKSpec,
     LinearSpec,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from longrope.errors import LongRopeError
+from longrope.recipes import progressive
+from longrope.recipes.plan import default_plan_path, load_plan, parse_plan
 from longrope.rope import LongRopeSpec, save_spec
-from longrope.train import progressive
-from longrope.train.plan import default_plan_path, load_plan, parse_plan
 
 BASE = {
     "model": {"name": "tiny"},
@@ -190,8 +190,8 @@ def test_a_target_length_no_document_reaches_is_a_clear_error(tiny_model_dir, ca
 
 
 def test_comparison_rows_follow_the_pipeline_outputs(fakes, tmp_path):
-    from longrope.train.compare import comparison_rows
-    from longrope.train.finetuning import SPEC_FILE
+    from longrope.recipes.compare import comparison_rows
+    from longrope.rope import SPEC_FILE
 
     plan_file = tmp_path / "plan.toml"
     plan_file.write_text('[model]\nname = "tiny"\n\n[[stages]]\nkind = "search"\nfactor = 4\n\n'

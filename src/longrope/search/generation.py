@@ -1,0 +1,176 @@
+"""One generation of the evolutionary search on the `SearchState`: drawing its candidates, the racing rule of each
+candidate group, and the selection of the next parents (state and rng in, state out: no model, files or ranks).
+
+Algorithm and racing: see `longrope.search.evolution`. Every random draw comes from the run's one ``rng`` in a
+fixed order, so a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from longrope.search.fitness import racing_rule
+from longrope.search.operators import crossover, mutate
+from longrope.search.space import Genome, SearchSpace
+from longrope.search.state import SearchState
+
+if TYPE_CHECKING:
+    from longrope.search.evolution import SearchConfig
+
+MAX_DRAWS = 100  # attempts to draw a child that was never evaluated before giving up on that child
+
+
+def complete_fitness(state: SearchState, keys, estimated: bool = False) -> list[tuple[float, str]]:
+    """(fitness, key) of the complete individuals among ``keys``, best first; with ``estimated``, dropped
+    ones too, by their predicted fitness (the parent selection when ``estimated_parents`` is on)."""
+    out = []
+    for key in keys:
+        record = state.records.get(key)
+        if record is None:
+            continue
+        if record.complete:
+            out.append((record.fitness, key))
+        elif estimated and record.estimate is not None:
+            out.append((record.estimate, key))
+    return sorted(out)
+
+
+def best_text(state: SearchState) -> str:
+    """The best complete perplexity so far, for the progress display ("-" before the first)."""
+    ranked = complete_fitness(state, state.records)
+    return f"{math.exp(ranked[0][0]):.3f}" if ranked else "-"
+
+
+def budget_left(state: SearchState, config: SearchConfig) -> int:
+    if config.max_evaluations is None:
+        return 1 << 60
+    return config.max_evaluations - len(state.records)
+
+
+# ------------------------------------------------------------------------------------------ drawing candidates
+
+
+def initial_population(
+    state: SearchState, config: SearchConfig, space: SearchSpace, rng: random.Random, seeds: list
+) -> list[Genome]:
+    """The seeds (``(name, genome)`` pairs), then mutations of random members until ``population`` are drawn."""
+    population = [genome for _, genome in seeds][: config.population]
+    state.seeds = {name: genome.key for name, genome in seeds}
+    seen = set(population)
+    attempts = 0
+    while len(population) < config.population and attempts < MAX_DRAWS * config.population:
+        attempts += 1
+        child = mutate(rng.choice(population), space, rng, config.mutation_prob)
+        if child not in seen:
+            seen.add(child)
+            population.append(child)
+    return population
+
+
+def children(state: SearchState, config: SearchConfig, space: SearchSpace, rng: random.Random) -> list[Genome]:
+    """``mutations`` mutated then ``crossovers`` crossed children of random parents, none evaluated before."""
+    parents = [Genome.from_key(k) for k in state.parents]
+    seen = set(state.records)
+    out: list[Genome] = []
+
+    def draw(make) -> None:
+        for _ in range(MAX_DRAWS):
+            child = make()
+            if child.key not in seen:
+                seen.add(child.key)
+                out.append(child)
+                return
+
+    for _ in range(config.mutations):
+        draw(lambda: mutate(rng.choice(parents), space, rng, config.mutation_prob))
+    if len(parents) >= 2:
+        for _ in range(config.crossovers):
+            draw(lambda: crossover(*rng.sample(parents, 2), space, rng))
+    return out
+
+
+def draw_generation(
+    state: SearchState, config: SearchConfig, space: SearchSpace, rng: random.Random, seeds: list
+) -> None:
+    """Draw the candidates of generation ``state.generation`` (within the budget) into ``state.groups``."""
+    g = state.generation
+    if g == 0:
+        candidates = initial_population(state, config, space, rng, seeds)
+    else:
+        candidates = children(state, config, space, rng)
+    candidates = candidates[: max(0, budget_left(state, config))]
+    keys = [c.key for c in candidates]
+    rank = config.race_rank
+    if g == 0 and config.racing and len(keys) > rank:
+        # The first `rank` members (the seeds first) are scored fully; the rest race in groups of `rank`
+        # against the rank-th best so far. Group bounds depend only on the config, never on batching.
+        head = max(rank, len(seeds))
+        state.groups = [keys[:head]] + [keys[i : i + rank] for i in range(head, len(keys), rank)]
+    else:
+        state.groups = [keys]
+    state.stage = 0
+    state.group_ready = False
+    state.threshold = state.racing = None
+
+
+# ------------------------------------------------------------------------------------------ racing reference
+
+
+def setup_group(state: SearchState, config: SearchConfig) -> None:
+    """Fix the racing rule of the group about to start.
+
+    It races against the ``race_rank``-th best complete individual of the reference set (the parents; in
+    the initial population, the groups before this one). With rank ``parents`` that is the worst parent: a
+    candidate whose fitness is above it has ``parents`` better individuals and cannot be selected. The
+    default, a quarter of the parents, asks a child to promise a place in that top before it is scored
+    fully (with ``estimated_parents`` it may still become a parent by its predicted fitness).
+    """
+    rule = None
+    if config.racing:
+        if state.generation == 0:
+            reference = [key for group in state.groups[: state.stage] for key in group]
+        else:
+            reference = state.parents
+        rank = config.race_rank
+        ranked = complete_fitness(state, reference)[:rank]
+        if len(ranked) == rank:
+            rows = [(fitness, state.records[key].per_doc) for fitness, key in ranked]
+            rule = racing_rule(rows, config.racing_z)
+    state.racing = None if rule is None else rule.to_json()
+    state.threshold = None if rule is None else rule.threshold
+    state.group_ready = True
+
+
+# ------------------------------------------------------------------------------------------------- selection
+
+
+def select(state: SearchState, config: SearchConfig, console: Console) -> None:
+    """Keep the best ``parents`` of the old parents and this generation's candidates; record its history row."""
+    g = state.generation
+    keys = list(state.parents) + [k for group in state.groups for k in group]
+    ranked = complete_fitness(state, dict.fromkeys(keys), estimated=config.estimated_parents)
+    state.parents = [key for _, key in ranked[: config.parents]]
+    values = [f for f, _ in ranked[: config.parents]]
+    complete = complete_fitness(state, state.parents)
+    if values and complete:
+        state.history.append(
+            {
+                "generation": g,
+                "best": complete[0][0],
+                "median": statistics.median(values),
+                "worst_parent": values[-1],
+                "evaluations": len(state.records),
+                "forward_tokens": state.forward_tokens,
+                "seconds": round(state.seconds, 2),
+            }
+        )
+        if not console.is_terminal:  # the live bar shows it otherwise
+            console.print(
+                f"generation {g}: best ppl {math.exp(values[0]):.3f}, median parent ppl "
+                f"{math.exp(statistics.median(values)):.3f}, {len(state.records)} evaluations"
+            )

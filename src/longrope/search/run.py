@@ -1,0 +1,224 @@
+"""One search run from start (or resume) to result: opening its state on every rank, evaluating each candidate
+group across the ranks, and the generation loop; what to draw and keep is `generation`, what it writes `outputs`.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from longrope.attention.patch import restore
+from longrope.errors import LongRopeError
+from longrope.rope import RopeGeometry
+from longrope.search.distributed import Comm, init_from_env
+from longrope.search.fitness import Evaluation, Evaluator, FitnessData, PenalizedEvaluator, RacingRule
+from longrope.search.generation import best_text, budget_left, draw_generation, select, setup_group
+from longrope.search.outputs import SearchResult, best_result, log_row, open_log, write_outputs
+from longrope.search.report import search_progress
+from longrope.search.space import Genome, SearchSpace, seed_genomes
+from longrope.search.state import (
+    STATE_FILE,
+    Record,
+    SearchState,
+    load_state,
+    model_fingerprint,
+    rng_from_json,
+    rng_to_json,
+    save_state,
+    stable_hash,
+)
+
+if TYPE_CHECKING:
+    from longrope.search.evolution import SearchConfig
+
+
+def evaluation_model(model, dtype: str | None):
+    """The model the forwards run on: ``model`` itself when already in ``dtype``, else a cast copy."""
+    if dtype is None:
+        return model
+    from longrope.models.loading import resolve_dtype
+
+    want = resolve_dtype(dtype)
+    if next(model.parameters()).dtype == want:
+        return model
+    restore(model)
+    return copy.deepcopy(model).to(want)
+
+
+def open_state(path: Path, payload: dict, config_hash: str, seed: int, resume: bool, comm: Comm) -> SearchState:
+    """The state of ``path`` (``resume``) or a fresh one, read on the main rank and broadcast; every rank fails
+    together when it cannot be used."""
+    loaded: tuple[str, object] = ("ok", None)
+    if comm.is_main:
+        try:
+            if path.exists():
+                if not resume:
+                    raise LongRopeError(
+                        f"{path} exists: resume it (--resume / resume=True), or choose another "
+                        "output directory, or delete it"
+                    )
+                loaded = ("ok", load_state(path, config_hash))
+            else:
+                fresh = SearchState(config_hash=config_hash, config=payload, rng=rng_to_json(random.Random(seed)))
+                loaded = ("ok", fresh)
+        except LongRopeError as exc:
+            loaded = ("error", str(exc))
+    status, value = comm.broadcast(loaded)  # every rank fails together
+    if status == "error":
+        raise LongRopeError(value)
+    return value
+
+
+class SearchRun:
+    """One search: space, data, state, evaluator, communication; `loop` drives it to the end, `finish` writes it."""
+
+    def __init__(
+        self,
+        model,
+        space: SearchSpace,
+        geometry: RopeGeometry,
+        data: FitnessData,
+        config: SearchConfig,
+        out_dir: Path,
+        resume: bool,
+        progress: bool,
+        comm: Comm,
+        extra_seed,
+        title: str,
+        in_window: FitnessData | None = None,
+    ):
+        self.space, self.config, self.data, self.comm = space, config, data, comm
+        self.geometry = geometry
+        self.out_dir = Path(out_dir)
+        self.state_path = self.out_dir / STATE_FILE
+        self.title = title
+        payload = {
+            "config": config.hashed(),
+            "space": space.describe(),
+            "model": model_fingerprint(model),
+            "data": data.fingerprint,
+            "extra_seed": extra_seed,
+            "format": 1,
+            **({"in_window": in_window.fingerprint} if in_window is not None else {}),
+        }
+        self.config_hash = stable_hash(payload)
+        comm.check_same(f"{self.config_hash}/batch={config.batch}", "search configuration (hash)")
+        self.console = Console(stderr=True, quiet=not (progress and comm.is_main))
+        self.state: SearchState = open_state(self.state_path, payload, self.config_hash, config.seed, resume, comm)
+        self.rng = rng_from_json(self.state.rng)
+        self.seeds = seed_genomes(space, geometry, extra_seed)
+        scoring_model = evaluation_model(model, config.dtype)
+        self.evaluator = (
+            Evaluator(scoring_model, data, config.batch, config.chunk) if in_window is None else
+            PenalizedEvaluator(scoring_model, data, in_window, config.portable_weight, config.batch, config.chunk))
+        self.log = open_log(self.out_dir, self.state) if comm.is_main else None
+        self.started = time.perf_counter()
+
+    def save(self) -> None:
+        self.state.rng = rng_to_json(self.rng)
+        if self.comm.is_main:
+            save_state(self.state, self.state_path)
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def run_group(self, bar, task) -> None:
+        """Evaluate the pending candidates of the current group, ``batch`` per rank per round; after every round
+        all ranks hold the same records, the main rank appends them to the log, and the state is saved."""
+        group = self.state.groups[self.state.stage]
+        rule = None if self.state.racing is None else RacingRule.from_json(self.state.racing)
+        pending = [k for k in dict.fromkeys(group) if k not in self.state.records]
+        per_round = self.config.batch * self.comm.world
+        for start in range(0, len(pending), per_round):
+            round_keys = pending[start : start + per_round]
+            mine = round_keys[self.comm.rank * self.config.batch : (self.comm.rank + 1) * self.config.batch]
+            before = self.evaluator.forward_tokens
+            specs = [self.space.to_spec(Genome.from_key(k)) for k in mine]
+            results = self.evaluator.evaluate(specs, rule) if specs else []
+            shares = self.comm.all_gather(
+                (
+                    self.comm.rank,
+                    [(k, r) for k, r in zip(mine, results)],
+                    self.evaluator.forward_tokens - before,
+                )
+            )
+            merged: dict[str, Evaluation] = {}
+            for _, pairs, tokens in shares:
+                merged.update(dict(pairs))
+                self.state.forward_tokens += tokens
+            rows = []
+            for key in round_keys:
+                result = merged[key]
+                record = Record(
+                    key=key,
+                    per_doc=result.per_doc,
+                    fitness=result.fitness,
+                    complete=result.complete,
+                    generation=self.state.generation,
+                    tokens=result.tokens,
+                    seconds=round(result.seconds, 4),
+                    order=len(self.state.records),
+                    estimate=result.estimate,
+                    penalty=result.penalty,
+                )
+                self.state.records[key] = record
+                rows.append(log_row(self.state, record))
+            self.state.seconds += time.perf_counter() - self.started
+            self.started = time.perf_counter()
+            if self.log is not None:
+                self.state.log_bytes = self.log.append(rows)
+            self.save()
+            if bar is not None:
+                bar.update(task, advance=len(round_keys), best=best_text(self.state))
+
+    # -- driver --------------------------------------------------------------------------------------------
+    def loop(self) -> None:
+        state, config = self.state, self.config
+        total = config.planned_evaluations()
+        with search_progress(self.console) as bar:
+            task = bar.add_task(
+                self.title, total=total, completed=min(len(state.records), total), best=best_text(state)
+            )
+            while state.generation <= config.generations:
+                if not state.groups:
+                    if state.generation > 0 and budget_left(state, config) <= 0:
+                        break
+                    draw_generation(state, config, self.space, self.rng, self.seeds)
+                    self.save()
+                while state.stage < len(state.groups):
+                    if not state.group_ready:
+                        setup_group(state, config)
+                    self.run_group(bar, task)
+                    state.stage += 1
+                    state.group_ready, state.threshold, state.racing = False, None, None
+                select(state, config, self.console)
+                state.generation += 1
+                state.groups, state.stage = [], 0
+                self.save()
+            state.done = True
+            self.save()
+
+    def finish(self) -> SearchResult:
+        result = best_result(self.state, self.space, self.out_dir, self.state_path)
+        if self.comm.is_main:
+            write_outputs(result, self.data, self.space, self.config, self.title, self.console)
+        return result
+
+
+def execute(
+    model, space, geometry, data, config, out_dir, resume, progress, comm, extra_seed, title, in_window=None
+) -> SearchResult:
+    """Run (or resume) a search to its end and return its result; the patched model is always restored."""
+    comm = comm or init_from_env()
+    run = SearchRun(model, space, geometry, data, config, Path(out_dir), resume, progress, comm, extra_seed, title,
+                    in_window)
+    try:
+        if not run.state.done or run.state.generation <= config.generations:
+            run.state.done = False
+            run.loop()
+        return run.finish()
+    finally:
+        restore(run.evaluator.model)
