@@ -4,13 +4,13 @@ import json
 
 from longrope.recipes.demo import DemoSettings, run_demo
 from longrope.rope import LongRopeSpec, load_spec
+from longrope.search import SearchConfig
 
 
 def test_demo_writes_tables_json_and_plots(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LONGROPE_CACHE", str(tiny_model_dir.parent.parent))
-    settings = DemoSettings(model=str(tiny_model_dir), factor=4, search_population=4, search_parents=2,
-                            search_mutations=2, search_crossovers=2, search_generations=1, search_docs=1,
-                            eval_docs=2, passkey_trials=1, dtype="float32")
+    search = SearchConfig(factor=4, population=4, parents=2, mutations=2, crossovers=2, generations=1, docs=1)
+    settings = DemoSettings(model=str(tiny_model_dir), search=search, eval_docs=2, passkey_trials=1, dtype="float32")
     result = run_demo(tmp_path / "demo", settings, progress=False)
 
     assert result.lengths == [64, 128, 256]

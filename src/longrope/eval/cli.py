@@ -42,6 +42,10 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="bf16 (fast on CPU) or fp
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output directory (default ./longrope-eval/<command>)")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for documents, keys and depths")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars")]
+TemplateOpt = Annotated[str, typer.Option(
+    "--template", help="natural, code, dict, or auto (code for the tiny model, natural otherwise)")]
+MaxNewTokensOpt = Annotated[int, typer.Option(
+    "--max-new-tokens", help="Tokens generated for the answer (at least what the 5-digit key takes)")]
 DEFAULT_METHODS = ["none", "pi", "dynamic_ntk", "yarn"]
 T = TypeVar("T")
 
@@ -214,9 +218,8 @@ def passkey_command(
     factor: FactorOpt = None,
     lengths: LengthsOpt = None,
     trials: Annotated[int, typer.Option("--trials", help="Trials per length (random key and depth each)")] = 10,
-    template: Annotated[str, typer.Option(
-        "--template", help="natural, code, dict, or auto (code for the tiny model, natural otherwise)")] = "auto",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 10,
+    template: TemplateOpt = "auto",
+    max_new_tokens: MaxNewTokensOpt = 10,
     dtype: DtypeOpt = "bf16",
     out: OutOpt = None,
     seed: SeedOpt = 0,
@@ -243,8 +246,8 @@ def needle_command(
     lengths: LengthsOpt = None,
     depths: Annotated[int, typer.Option("--depths", help="Number of depths from 0% to 100%")] = 5,
     trials: Annotated[int, typer.Option("--trials", help="Keys per (length, depth) cell")] = 2,
-    template: Annotated[str, typer.Option("--template", help="natural, code, dict, or auto")] = "auto",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 10,
+    template: TemplateOpt = "auto",
+    max_new_tokens: MaxNewTokensOpt = 10,
     dtype: DtypeOpt = "bf16",
     out: OutOpt = None,
     seed: SeedOpt = 0,

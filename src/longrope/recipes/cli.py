@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import typer
@@ -9,7 +11,7 @@ from rich.console import Console
 
 from longrope.interrupts import on_interrupt, rerun_command
 from longrope.locks import output_lock
-from longrope.recipes.demo import DemoSettings, demo_table, run_demo
+from longrope.recipes.demo import DemoSettings, demo_search, demo_table, run_demo
 from longrope.validation import check_number, check_output_dir
 
 console = Console()
@@ -40,9 +42,9 @@ def extend_command(
 
 def demo_command(
     out: Path = typer.Option(Path("longrope-demo"), help="Where tables, JSON and plots go."),
-    generations: int = typer.Option(DemoSettings.search_generations, help="Search generations (the budget)."),
-    eval_docs: int = typer.Option(DemoSettings.eval_docs, help="Test documents per perplexity point."),
-    trials: int = typer.Option(DemoSettings.passkey_trials, help="Passkey trials per length."),
+    generations: int = typer.Option(demo_search().generations, help="Search generations (the budget)."),
+    eval_docs: int = typer.Option(DemoSettings().eval_docs, help="Test documents per perplexity point."),
+    trials: int = typer.Option(DemoSettings().passkey_trials, help="Passkey trials per length."),
     seed: int = typer.Option(0, help="Seed of the search and of the evaluation samples."),
 ) -> None:
     """Run the whole story on the built-in tiny model: search LongRoPE factors at 8x, then compare none, PI,
@@ -52,7 +54,8 @@ def demo_command(
     check_number("--generations", generations, minimum=0)
     check_number("--eval-docs", eval_docs, minimum=1)
     check_number("--trials", trials, minimum=1)
-    settings = DemoSettings(search_generations=generations, eval_docs=eval_docs, passkey_trials=trials, seed=seed)
+    settings = DemoSettings(search=dataclasses.replace(demo_search(), generations=generations, seed=seed),
+                            eval_docs=eval_docs, passkey_trials=trials)
     result = run_demo(out, settings)
     out_console = Console()
     if not out_console.is_terminal:  # a log has no width: rich's 80-column default would truncate the table

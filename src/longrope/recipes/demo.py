@@ -11,6 +11,8 @@ Re-running resumes the search.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 import warnings
@@ -21,24 +23,33 @@ from rich.console import Console
 from rich.table import Table
 
 from longrope.rope import DynamicNTKSpec, LinearSpec, NoScaling, NTKSpec, RopeSpec, YarnSpec
+from longrope.search.evolution import SearchConfig
+
+
+def demo_search() -> SearchConfig:
+    """The demo's search: 8x, 192 evaluations on 4 validation files (about a minute on 2 CPU cores)."""
+    return SearchConfig(factor=8, population=32, parents=16, mutations=8, crossovers=8, generations=10, docs=4)
 
 
 @dataclass
 class DemoSettings:
-    """What the demo runs; the defaults fit 2 CPU cores."""
+    """What the demo runs; the defaults fit 2 CPU cores. The search's own settings (its ``factor`` is the
+    demo's scale, its ``seed`` also draws the evaluation's documents and keys) are a `SearchConfig`, declared
+    once there."""
 
     model: str = "tiny"
-    factor: int = 8
-    search_population: int = 32
-    search_parents: int = 16
-    search_mutations: int = 8
-    search_crossovers: int = 8
-    search_generations: int = 10
-    search_docs: int = 4
+    search: SearchConfig = field(default_factory=demo_search)
     eval_docs: int = 20
     passkey_trials: int = 10
-    seed: int = 0
     dtype: str = "bf16"
+
+    @property
+    def factor(self) -> int:
+        return int(self.search.factor)
+
+    @property
+    def seed(self) -> int:
+        return self.search.seed
 
 
 def _percent(accuracy: float | None) -> str:
@@ -85,7 +96,7 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     from longrope.eval.passkey import default_template, evaluate_passkey, write_retrieval_report
     from longrope.eval.perplexity import evaluate_ppl, write_ppl_report
     from longrope.models.loading import load_model
-    from longrope.search import SearchConfig, search
+    from longrope.search import search
 
     settings = settings or DemoSettings()
     out = Path(out_dir)
@@ -103,12 +114,7 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     start = time.perf_counter()
     console.print(f"[bold]2/4[/] LongRoPE search at {settings.factor}x ({window * settings.factor} tokens), "
                   "validation split")
-    config = SearchConfig(
-        factor=settings.factor, population=settings.search_population, parents=settings.search_parents,
-        mutations=settings.search_mutations, crossovers=settings.search_crossovers,
-        generations=settings.search_generations, docs=settings.search_docs, seed=settings.seed,
-        dtype=settings.dtype,
-    )
+    config = dataclasses.replace(settings.search, dtype=settings.dtype)
     found = search(model, tokenizer, config, out / "search", resume=True, progress=progress)  # a re-run resumes
     seconds["search"] = time.perf_counter() - start
 
@@ -140,7 +146,8 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
 
     result = DemoResult(out, ppl.ppl(), passkey.accuracy(), lengths, found.spec, seconds)
     summary = {
-        "settings": settings.__dict__, "lengths": lengths, "perplexity": result.ppl, "passkey": result.passkey,
+        "settings": dataclasses.asdict(settings), "lengths": lengths, "perplexity": result.ppl,
+        "passkey": result.passkey,
         "searched_spec": found.spec.to_dict(), "search_fitness": found.fitness, "seed_fitness": found.seeds,
         "search_evaluations": found.evaluations, "seconds": seconds,
     }
