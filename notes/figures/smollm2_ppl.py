@@ -3,6 +3,8 @@ prose and code test documents, from the `longrope eval ppl` reports. Run:
 
     python notes/figures/smollm2_ppl.py EVAL_PROSE EVAL_CODE                       # 16k: smollm2-16k.png
     python notes/figures/smollm2_ppl.py EVAL_PROSE EVAL_CODE notes/figures/smollm2-32k.png 32768 smollm2-32k
+
+EVAL_CODE may be '-' (prose only).
 """
 
 import json
@@ -17,8 +19,9 @@ BASELINES = ["none", "ntk", "dynamic_ntk", "yarn"]
 def main(prose: str, code: str, out: str = "notes/figures/smollm2-16k.png", long: str = "16384",
          preset: str = "smollm2-16k") -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, (name, directory) in zip(axes, (("prose (test)", prose), ("code (test)", code))):
+    panels = [(name, d) for name, d in (("prose (test)", prose), ("code (test)", code)) if d != "-"]  # "-": none
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, directory) in zip(axes[0], panels):
         ppl = json.loads((Path(directory) / "ppl.json").read_text())["ppl"]
         methods = [m for m in BASELINES + [preset] if m in ppl]  # a report may leave out a baseline
         x = range(len(methods))
