@@ -20,7 +20,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "longrope"
 
-BASE = {"errors", "paths", "atomic", "locks", "interrupts", "progress", "plots", "validation"}
+BASE = {"errors", "paths", "atomic", "locks", "interrupts", "progress", "plots", "validation",
+        "config_files"}
 LAYERS = {
     "base": 0,
     "rope": 1,

@@ -1,9 +1,9 @@
 """Every setting is declared once, in its config dataclass; the CLI options that expose it must agree with it.
 
 For `SearchConfig` (``longrope search``) and `FinetuneConfig` (``longrope finetune``): each field is an option of
-the same name, or one of the spellings listed here (kept for the CLI's users), or deliberately not on the command
-line (listed with the reason); and the option's default is the field's default. A new field, or a default
-changed in one place only, fails here.
+the same name (``--field-name``), or deliberately not on the command line (listed with the reason); and the
+option's default is the field's default. A new field, or a default changed in one place only, fails here.
+Earlier spellings of renamed options stay as aliases (listed here).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from longrope.cli import app
 from longrope.search.evolution import SearchConfig
 from longrope.train.config import FinetuneConfig
 
-# field -> CLI option name (click's parameter name) where the two spellings differ.
-SPELLINGS = {
-    "search": {"target_length": "length", "search_n_hat": "n_hat", "search_attention": "attention"},
-    "finetune": {"warmup_steps": "warmup", "batch_size": "batch", "mixed_precision": "precision",
-                 "gradient_checkpointing": "checkpointing"},
+# field -> the option's earlier spellings, still accepted.
+ALIASES = {
+    "search": {"target_length": ["--length"], "search_n_hat": ["--n-hat"],
+               "search_attention": ["--attention", "--no-attention"]},
+    "finetune": {"warmup_steps": ["--warmup"], "batch_size": ["--batch"], "mixed_precision": ["--precision"],
+                 "gradient_checkpointing": ["--checkpointing", "--no-checkpointing"]},
 }
 # Fields with no option, and why: the library and plan files set them; the command line keeps to what users tune.
 NOT_ON_CLI = {
@@ -52,14 +53,23 @@ def test_each_config_field_is_an_option_with_the_same_default_or_listed(command)
         if field.name in NOT_ON_CLI[command]:
             assert field.name not in params, f"{field.name} is on the CLI now: remove it from NOT_ON_CLI"
             continue
-        option = SPELLINGS[command].get(field.name, field.name)
-        assert option in params, f"`longrope {command}` has no option for {CONFIGS[command].__name__}.{field.name}"
+        option = params.get(field.name)
+        assert option is not None, f"`longrope {command}` has no option for {CONFIGS[command].__name__}.{field.name}"
+        assert "--" + field.name.replace("_", "-") in option.opts, (field.name, option.opts)
         expected = DEFAULTS.get((command, field.name), (field.default,))[0]
-        assert params[option].default == expected, (command, field.name, params[option].default, field.default)
+        assert option.default == expected, (command, field.name, option.default, field.default)
+
+
+@pytest.mark.parametrize("command", sorted(CONFIGS))
+def test_earlier_spellings_still_work(command):
+    params = {p.name: p for p in typer.main.get_command(app).commands[command].params}
+    for field, spellings in ALIASES[command].items():
+        for spelling in spellings:
+            assert spelling in params[field].opts + params[field].secondary_opts, (field, spelling)
 
 
 @pytest.mark.parametrize("command", sorted(CONFIGS))
 def test_the_lists_name_only_real_fields(command):
     names = {f.name for f in dataclasses.fields(CONFIGS[command])}
-    listed = set(SPELLINGS[command]) | set(NOT_ON_CLI[command]) | {f for c, f in DEFAULTS if c == command}
+    listed = set(ALIASES[command]) | set(NOT_ON_CLI[command]) | {f for c, f in DEFAULTS if c == command}
     assert listed <= names, listed - names

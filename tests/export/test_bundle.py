@@ -54,3 +54,31 @@ def test_a_failing_gguf_step_leaves_the_previous_export_untouched(tmp_path, bpe_
         export_model(model, bpe_tokenizer, YarnSpec(factor=4.0), out, gguf=True, force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("copy_source", [False, True])
+def test_the_rope_plans_are_made_once(tmp_path, bpe_tokenizer, monkeypatch, copy_source):
+    from longrope.export import gguf_export, hf
+
+    model = tiny_with_tokenizer("llama", bpe_tokenizer)
+    source = None
+    if copy_source:  # --gguf-from: a GGUF to copy with the new factors
+        source = gguf_export.export_gguf(None, tmp_path / "source.gguf", model=model, tokenizer=bpe_tokenizer)
+    calls = []
+
+    def counted(real):
+        def plan(*args, **kwargs):
+            calls.append(real.__name__)
+            return real(*args, **kwargs)
+        return plan
+
+    for module in (bundle, gguf_export):
+        monkeypatch.setattr(module, "plan_gguf_rope", counted(gguf_export.plan_gguf_rope))
+    for module in (bundle, hf):
+        monkeypatch.setattr(module, "plan_hf_rope", counted(hf.plan_hf_rope))
+    plan = export_model(model, bpe_tokenizer, YarnSpec(factor=2.0), tmp_path / "out", gguf=True, gguf_source=source)
+    assert sorted(calls) == ["plan_gguf_rope", "plan_hf_rope"]
+    metadata, tensors = read_gguf(tmp_path / "out" / "model.gguf")  # ... and that one plan is what was written
+    assert {name: tensors[name].tolist() for name in plan.gguf.tensors} == {
+        name: table.tolist() for name, table in plan.gguf.tensors.items()}
+    assert all(metadata[key] == pytest.approx(value) for key, value in plan.gguf.keys.items())

@@ -12,7 +12,7 @@ import pytest
 from longrope.errors import LongRopeError
 from longrope.recipes import progressive
 from longrope.recipes.plan import default_plan_path, load_plan, parse_plan
-from longrope.rope import LongRopeSpec, save_spec
+from longrope.rope import LongRopeSpec, YarnSpec, save_spec
 
 BASE = {
     "model": {"name": "tiny"},
@@ -199,16 +199,21 @@ def test_comparison_rows_follow_the_pipeline_outputs(fakes, tmp_path):
                          '[[stages]]\nkind = "search"\nfactor = 16\n\n[[stages]]\nkind = "search_short"\n')
     out = tmp_path / "out"
     progressive.extend(plan_file, out, progress=False)
-    pi = tmp_path / "pi" / "model"
-    pi.mkdir(parents=True)
-    (pi / "config.json").write_text("{}")
-    save_spec(LongRopeSpec(long_factor=[4.0] * 4, factor=4.0), pi / SPEC_FILE)
-    rows = comparison_rows(out, tmp_path / "pi")
+    for name in ("pi", "yarn"):
+        tuned = tmp_path / name / "model"
+        tuned.mkdir(parents=True)
+        (tuned / "config.json").write_text("{}")
+        save_spec(LongRopeSpec(long_factor=[4.0] * 4, factor=4.0), tuned / SPEC_FILE)
+    rows = comparison_rows(out, tmp_path / "pi", tmp_path / "yarn")
     assert list(rows) == [
         "(a) LongRoPE search 4x, no fine-tuning", "(b) LongRoPE 4x + fine-tune", "(c) + second search 16x",
         "(d) + short factors", "PI 4x, no fine-tuning", "PI 4x + fine-tune", "PI fine-tune, then PI 16x",
+        "YaRN 4x, no fine-tuning", "YaRN 4x + fine-tune", "YaRN fine-tune, then YaRN 16x",
         "base model, own RoPE",
     ]
+    assert rows["YaRN fine-tune, then YaRN 16x"] == (str(tmp_path / "yarn" / "model"), YarnSpec(factor=16.0))
+    assert list(comparison_rows(out, None))[4:] == [  # no fine-tuned baselines: their untuned rows only
+        "PI 4x, no fine-tuning", "YaRN 4x, no fine-tuning", "base model, own RoPE"]
     assert rows["(a) LongRoPE search 4x, no fine-tuning"][0] == "tiny"
     assert rows["(c) + second search 16x"] == (str(out / "02-finetune" / "model"), rows["(c) + second search 16x"][1])
     assert rows["(c) + second search 16x"][1].factor == 16

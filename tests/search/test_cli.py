@@ -93,7 +93,7 @@ def test_search_then_short(model_dir, tmp_path, cache):
         (["--factor", 1], "above the model's original window"),
         (["--factor", 4, "--population", 0], "budget is zero"),
         (["--short"], "--long-spec"),
-        ([], "--factor or --length"),
+        ([], "--factor or --target-length"),
     ],
 )
 def test_errors(model_dir, tmp_path, cache, args, message):

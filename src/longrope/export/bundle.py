@@ -77,7 +77,7 @@ def export_model(model, tokenizer, spec: RopeSpec, out_dir: str | Path, *, targe
 
     def write_gguf(directory: Path) -> None:
         export_gguf(plan.spec, directory / GGUF_NAME, model=model, tokenizer=tokenizer, source_gguf=plan.gguf_source,
-                    dtype=gguf_dtype, target_window=target_window, force=True, lossy=lossy)
+                    dtype=gguf_dtype, target_window=target_window, force=True, lossy=lossy, plan=plan.gguf)
 
     export_hf(model, tokenizer, plan.spec, out_dir, target_window=target_window, force=force, lossy=lossy,
               also=write_gguf if plan.gguf is not None else None, portable=portable, plan=plan.hf)

@@ -60,11 +60,12 @@ def _add_plan(writer, plan: GgufRopePlan) -> None:
 
 
 def add_rope_factors(gguf_path: str | Path, spec: RopeSpec, out_path: str | Path, target_window: int | None = None,
-                     force: bool = False, lossy: bool = False) -> Path:
+                     force: bool = False, lossy: bool = False, plan: GgufRopePlan | None = None) -> Path:
     """Copy ``gguf_path`` to ``out_path`` with ``spec`` as rope factors (weights copied byte for byte).
 
     Existing rope factor tensors and ``rope.scaling.*`` keys are replaced. Raises `LongRopeError` for a GGUF of a
     model without RoPE, an architecture whose llama.cpp graph ignores rope factors, or a spec that does not fit.
+    ``plan``: the rope plan already made for this file and spec (`plan_gguf_rope`), so it is not made twice.
     """
     import gguf
 
@@ -74,8 +75,10 @@ def add_rope_factors(gguf_path: str | Path, spec: RopeSpec, out_path: str | Path
     _check_target(out_path, force)
     reader = open_reader(src)
     metadata = read_metadata(reader)
-    arch, geometry = gguf_geometry(metadata)
-    plan = plan_gguf_rope(arch, spec, geometry, target_window, lossy)
+    if plan is None:
+        arch, geometry = gguf_geometry(metadata)
+        plan = plan_gguf_rope(arch, spec, geometry, target_window, lossy)
+    arch = plan.arch
     owned = set(plan.keys) | {f"{arch}.rope.scaling.{k}" for k in _SCALING_KEYS} | {"general.architecture"}
     replaced = set(rope_tensor_names().values())
 
@@ -197,12 +200,13 @@ GGUF_ARCH_OF_MODEL_TYPE = {"llama": "llama", "mistral": "llama", "phi3": "phi3"}
 
 def write_gguf(model, tokenizer, spec: RopeSpec | None, out_path: str | Path, dtype: str = "f32",
                target_window: int | None = None, force: bool = False, lossy: bool = False,
-               name: str | None = None) -> Path:
+               name: str | None = None, plan: GgufRopePlan | None = None) -> Path:
     """A new GGUF of a Llama / Mistral (``llama`` architecture) or Phi-3 (``phi3``) model with ``spec``'s factors.
 
     Weights are written in float32 (``dtype='f32'``) or float16 (``'f16'``; norms and rope factors stay
     float32). Q/K rows are permuted to llama.cpp's pair layout for ``llama``, as its own converter does. The
-    tokenizer must be a byte-level BPE (written as ``tokenizer.ggml.model = gpt2``).
+    tokenizer must be a byte-level BPE (written as ``tokenizer.ggml.model = gpt2``). ``plan``: the rope plan
+    already made for this model and spec (`plan_gguf_rope`).
     """
     from longrope.attention.patch import current_spec
     from longrope.attention.rotary import model_geometry
@@ -223,7 +227,8 @@ def write_gguf(model, tokenizer, spec: RopeSpec | None, out_path: str | Path, dt
             "directory and convert it with llama.cpp's convert_hf_to_gguf.py"
         )
     geometry = model_geometry(model)
-    plan = plan_gguf_rope(arch, spec, geometry, target_window, lossy)
+    if plan is None:
+        plan = plan_gguf_rope(arch, spec, geometry, target_window, lossy)
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     tensors = _llama_tensors(state, config) if arch == "llama" else _phi3_tensors(state, config)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -268,16 +273,17 @@ def write_gguf(model, tokenizer, spec: RopeSpec | None, out_path: str | Path, dt
 
 def export_gguf(spec: RopeSpec | None, out_path: str | Path, *, model=None, tokenizer=None,
                 source_gguf: str | Path | None = None, dtype: str = "f32", target_window: int | None = None,
-                force: bool = False, lossy: bool = False) -> Path:
+                force: bool = False, lossy: bool = False, plan: GgufRopePlan | None = None) -> Path:
     """Write a GGUF for llama.cpp carrying ``spec`` as rope factors.
 
     With ``source_gguf``: a copy of that file (any quantisation) with the factors added (`add_rope_factors`).
-    Otherwise: a new f32/f16 file converted from ``model`` and ``tokenizer`` (`write_gguf`).
+    Otherwise: a new f32/f16 file converted from ``model`` and ``tokenizer`` (`write_gguf`). ``plan``: the rope
+    plan already made (`longrope.export.bundle.plan_export` passes its own), else it is made here.
     """
     if source_gguf is not None:
         if spec is None:
             raise LongRopeError("adding rope factors to a GGUF needs a spec")
-        return add_rope_factors(source_gguf, spec, out_path, target_window, force, lossy)
+        return add_rope_factors(source_gguf, spec, out_path, target_window, force, lossy, plan=plan)
     if model is None:
         raise LongRopeError("export_gguf needs a model or a source GGUF")
-    return write_gguf(model, tokenizer, spec, out_path, dtype, target_window, force, lossy)
+    return write_gguf(model, tokenizer, spec, out_path, dtype, target_window, force, lossy, plan=plan)

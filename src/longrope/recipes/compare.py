@@ -1,4 +1,4 @@
-"""The comparison of the LongRoPE paper's progressive recipe against PI fine-tuned with the same budget.
+"""The comparison of the LongRoPE paper's progressive recipe against PI and YaRN fine-tuned with the same budget.
 
 Rows (all on the TEST split; perplexity at each length, passkey accuracy at each length):
 
@@ -7,10 +7,14 @@ Rows (all on the TEST split; perplexity at each length, passkey accuracy at each
 - (c) after the second search to s2 (fine-tuned model + the second search's spec);
 - (d) with the short factors (fine-tuned model + the short-factor search's spec);
 - PI s1 on the base model; PI s1 fine-tuned (``pi_dir``, same budget as stage 2); PI s2 on that fine-tune;
+- the same three rows for YaRN (``yarn_dir``);
 - the base model with its own RoPE.
 
+Passkey prompts use the model's own template (`longrope.eval.passkey.default_template`: ``code`` for the
+built-in model).
+
     from longrope.recipes.compare import compare_extension
-    table = compare_extension("extend-tiny", "pi-ft")        # writes extend-tiny/comparison.{json,md}
+    table = compare_extension("extend-tiny", "pi-ft", "yarn-ft")   # writes extend-tiny/comparison.{json,md}
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from longrope.atomic import atomic_write_bytes
 from longrope.errors import LongRopeError
 from longrope.recipes.plan import load_plan
-from longrope.rope import LinearSpec, RopeSpec, load_spec
+from longrope.rope import LinearSpec, RopeSpec, YarnSpec, load_spec
 from longrope.train.finetuning import finetuned_dir
 
 
@@ -31,7 +36,8 @@ def _stage_dirs(extend_dir: Path, kind: str) -> list[Path]:
     return sorted(p for p in extend_dir.iterdir() if p.is_dir() and p.name[2:] == suffix and (p / "DONE").is_file())
 
 
-def comparison_rows(extend_dir: str | Path, pi_dir: str | Path | None) -> dict[str, tuple[str, RopeSpec | None]]:
+def comparison_rows(extend_dir: str | Path, pi_dir: str | Path | None,
+                    yarn_dir: str | Path | None = None) -> dict[str, tuple[str, RopeSpec | None]]:
     """name -> (model to load, spec) for every row of the comparison."""
     extend_dir = Path(extend_dir)
     plan = load_plan(extend_dir / "plan.toml")
@@ -47,41 +53,46 @@ def comparison_rows(extend_dir: str | Path, pi_dir: str | Path | None) -> dict[s
         f"(b) LongRoPE {s1:g}x + fine-tune": (tuned, first),
         f"(c) + second search {s2:g}x": (tuned, second),
         "(d) + short factors": (tuned, load_spec(shorts[-1] / "best_spec.json")),
-        f"PI {s1:g}x, no fine-tuning": (plan.model, LinearSpec(factor=s1)),
     }
-    if pi_dir is not None:
-        pi_model = str(finetuned_dir(pi_dir))
-        rows[f"PI {s1:g}x + fine-tune"] = (pi_model, LinearSpec(factor=s1))
-        rows[f"PI fine-tune, then PI {s2:g}x"] = (pi_model, LinearSpec(factor=s2))
+    for name, method, tuned_dir in (("PI", LinearSpec, pi_dir), ("YaRN", YarnSpec, yarn_dir)):
+        rows[f"{name} {s1:g}x, no fine-tuning"] = (plan.model, method(factor=s1))
+        if tuned_dir is not None:
+            tuned_model = str(finetuned_dir(tuned_dir))
+            rows[f"{name} {s1:g}x + fine-tune"] = (tuned_model, method(factor=s1))
+            rows[f"{name} fine-tune, then {name} {s2:g}x"] = (tuned_model, method(factor=s2))
     rows["base model, own RoPE"] = (plan.model, None)
     return rows
 
 
-def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, lengths: list[int] | None = None,
-                      docs: int = 8, trials: int = 10, progress: bool = True) -> dict[str, Any]:
-    """Perplexity and passkey accuracy of every row; writes ``comparison.json`` and ``comparison.md``."""
+def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, yarn_dir: str | Path | None = None,
+                      lengths: list[int] | None = None, docs: int = 8, trials: int = 10, seed: int = 0,
+                      progress: bool = True) -> dict[str, Any]:
+    """Perplexity (``docs`` test documents) and passkey accuracy (``trials`` keys) of every row, both drawn
+    with ``seed``; writes ``comparison.json`` and ``comparison.md``."""
     from longrope.attention.rotary import model_geometry
-    from longrope.eval.passkey import evaluate_passkey
+    from longrope.eval.passkey import default_template, evaluate_passkey
     from longrope.eval.perplexity import evaluate_ppl
     from longrope.eval.report import markdown_table
     from longrope.models.loading import load_model
 
     extend_dir = Path(extend_dir)
-    rows = comparison_rows(extend_dir, pi_dir)
+    rows = comparison_rows(extend_dir, pi_dir, yarn_dir)
     results: dict[str, Any] = {}
-    corpus = load_plan(extend_dir / "plan.toml").corpus
+    plan = load_plan(extend_dir / "plan.toml")
+    template = default_template(plan.model)
     for name, (model_name, spec) in rows.items():
         model, tokenizer = load_model(model_name, dtype="bf16")
         window = model_geometry(model).original_window
         lengths = lengths or [window, 4 * window, 8 * window, 16 * window]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "beyond the length this scaling was built for" is the point here
-            ppl = evaluate_ppl(model, tokenizer, {name: spec}, corpus, lengths, n_docs=docs, split="test",
-                               progress=progress).ppl()[name]
+            ppl = evaluate_ppl(model, tokenizer, {name: spec}, plan.corpus, lengths, n_docs=docs, split="test",
+                               seed=seed, progress=progress).ppl()[name]
         passkey = {}
         for length in lengths:
             try:
-                table = evaluate_passkey(model, tokenizer, {name: spec}, [length], trials=trials, progress=progress)
+                table = evaluate_passkey(model, tokenizer, {name: spec}, [length], trials=trials, seed=seed,
+                                         template=template, progress=progress)
                 passkey[str(length)] = table.accuracy()[name][length]
             except LongRopeError:  # the prompt does not fit in this length
                 passkey[str(length)] = None
@@ -90,6 +101,8 @@ def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, 
     table_rows = [[name] + [r["ppl"][str(n)] for n in lengths]
                   + ["-" if r["passkey"][str(n)] is None else f"{100 * r['passkey'][str(n)]:.0f}%" for n in lengths]
                   for name, r in results.items()]
-    (extend_dir / "comparison.json").write_text(json.dumps({"lengths": lengths, "rows": results}, indent=2) + "\n")
-    (extend_dir / "comparison.md").write_text(markdown_table(headers, table_rows) + "\n")
+    settings = {"docs": docs, "trials": trials, "seed": seed, "template": template, "split": "test"}
+    report = {"lengths": lengths, "settings": settings, "rows": results}
+    atomic_write_bytes(extend_dir / "comparison.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(extend_dir / "comparison.md", (markdown_table(headers, table_rows) + "\n").encode())
     return results

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from longrope.config_files import with_config_file
 from longrope.errors import LongRopeError
 from longrope.interrupts import on_interrupt, rerun_command
 from longrope.locks import output_lock
@@ -20,13 +21,15 @@ console = Console()
 
 
 def search_command(
+    ctx: typer.Context,
     model: str = typer.Option(
         "tiny", "--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id."
     ),
     factor: float | None = typer.Option(
         None, "--factor", "-s", help="Scale s = target length / original window."
     ),
-    length: int | None = typer.Option(None, "--length", help="Target length L' (instead of --factor)."),
+    target_length: int | None = typer.Option(None, "--target-length", "--length",
+                                             help="Target length L' (instead of --factor)."),
     generations: int = typer.Option(40, help="Generations after the initial population."),
     population: int = typer.Option(64, help="Initial population size."),
     parents: int = typer.Option(32, help="Parents kept per generation."),
@@ -49,11 +52,12 @@ def search_command(
     needle: bool = typer.Option(
         False, "--needle", help="Needle-driven fitness: loss on planted pass-key digits only."
     ),
-    n_hat: bool = typer.Option(
-        False, "--n-hat", help="Also search n_hat (n_hat > 0 cannot be exported to transformers)."
+    search_n_hat: bool = typer.Option(
+        False, "--search-n-hat", "--n-hat", help="Also search n_hat (n_hat > 0 cannot be exported to transformers)."
     ),
-    attention: bool = typer.Option(
-        False, "--attention/--no-attention", help="Also search the attention factor."
+    search_attention: bool = typer.Option(
+        False, "--search-attention/--no-search-attention", "--attention/--no-attention",
+        help="Also search the attention factor."
     ),
     lambda_max: float | None = typer.Option(
         None, "--lambda-max", help="Upper bound of the factors (default 1.25*s)."
@@ -88,6 +92,10 @@ def search_command(
         "compete for the parent set with their predicted fitness.",
     ),
     dtype: str = typer.Option("bf16", "--dtype", help="Forward dtype: bf16 or fp32."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="TOML or JSON table of SearchConfig fields (a plan stage's keys); options given "
+        "here win over it."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
 ) -> None:
     """Evolutionary search of LongRoPE rescale factors (LongRoPE / LongRoPE2); resumable; torchrun-aware.
@@ -101,13 +109,9 @@ def search_command(
     # Everything below is checked before torchrun's process group or the model: a mistake costs no compute.
     check_number("--racing-z", racing_z)  # negative is the exact rule; only NaN and infinities are mistakes
     out = check_output_dir("--out", out)
-    if factor is None and length is None and not short:
-        raise LongRopeError("give --factor or --length")
-    if portable and short:
-        raise LongRopeError("--portable searches one table for every length; it has no short factors (drop --short)")
-    config = SearchConfig(
+    values = dict(
         factor=factor,
-        target_length=length,
+        target_length=target_length,
         population=population,
         mutations=mutations,
         crossovers=crossovers,
@@ -115,8 +119,8 @@ def search_command(
         generations=generations,
         max_evaluations=max_evaluations,
         lambda_max=lambda_max,
-        search_n_hat=n_hat,
-        search_attention=attention,
+        search_n_hat=search_n_hat,
+        search_attention=search_attention,
         longrope2=longrope2,
         critical_pair=critical_pair,
         docs=docs,
@@ -133,6 +137,11 @@ def search_command(
         portable=portable,
         portable_weight=portable_weight,
     )
+    config = SearchConfig(**with_config_file(ctx, config_file, values, SearchConfig))
+    if config.factor is None and config.target_length is None and not short:
+        raise LongRopeError("give --factor or --target-length")
+    if config.portable and short:
+        raise LongRopeError("--portable searches one table for every length; it has no short factors (drop --short)")
     spec = None
     if short:
         if long_spec is None:
@@ -149,10 +158,10 @@ def search_command(
     resume_hint = (f"search interrupted; every finished evaluation is in {out / 'evaluations.jsonl'} and the state in "
                    f"{out / 'search_state.json'}; continue with: {rerun_command('--resume')}")
     with output_lock(out) if main_process else nullcontext(), on_interrupt(resume_hint):
-        _run_search(model, dtype, long_spec, factor_file, spec, config, out, resume, progress)
+        _run_search(model, long_spec, spec, config, out, resume, progress)
 
 
-def _run_search(model, dtype, long_spec, factor_file, spec, config, out, resume, progress) -> None:
+def _run_search(model, long_spec, spec, config, out, resume, progress) -> None:
     from longrope.attention.rotary import model_geometry
     from longrope.models.loading import load_model
     from longrope.rope import check_preset_fits
@@ -161,8 +170,8 @@ def _run_search(model, dtype, long_spec, factor_file, spec, config, out, resume,
 
     comm = init_from_env()
     try:
-        loaded, tokenizer = load_model(model, dtype=dtype, device=local_device())
-        for named in (long_spec, factor_file):
+        loaded, tokenizer = load_model(model, dtype=config.dtype, device=local_device())
+        for named in (long_spec, config.factor_file):
             if named is not None:
                 check_preset_fits(str(named), model_geometry(loaded))
         show = progress and comm.is_main

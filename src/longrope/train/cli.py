@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from longrope.config_files import with_config_file
+from longrope.errors import LongRopeError
 from longrope.interrupts import on_interrupt, rerun_command
 from longrope.locks import output_lock
 from longrope.validation import check_output_dir
@@ -16,16 +18,17 @@ console = Console()
 
 
 def finetune_command(
+    ctx: typer.Context,
     model: str = typer.Option("tiny", "--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id."),
     spec: Path = typer.Option(..., "--spec",
                               help="Scaling spec JSON (e.g. best_spec.json of a search) or a preset name."),
-    length: int = typer.Option(..., "--length", help="Tokens per training sequence (the extended length; "
-                               "with --pose the short window N)."),
-    steps: int = typer.Option(..., "--steps", help="Optimizer steps."),
+    length: int | None = typer.Option(None, "--length", help="Tokens per training sequence (the extended length; "
+                                      "with --pose the short window N). Required here or in --config."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps. Required here or in --config."),
     schedule: str = typer.Option("linear", "--schedule", help="linear (2e-5, linear decay) or constant (1e-6)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (overrides the schedule's preset)."),
-    warmup: int = typer.Option(0, "--warmup", help="Linear warm-up steps."),
-    batch: int = typer.Option(1, "--batch", help="Sequences per micro-batch (per process)."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", "--warmup", help="Linear warm-up steps."),
+    batch_size: int = typer.Option(1, "--batch-size", "--batch", help="Sequences per micro-batch (per process)."),
     accum: int = typer.Option(1, "--accum", help="Micro-batches per optimizer step (gradient accumulation)."),
     mixed: bool = typer.Option(False, "--mixed", help="LongRoPE2 mixed context window training: alternate short "
                                "documents with the original RoPE and long ones with the scaled RoPE."),
@@ -39,9 +42,15 @@ def finetune_command(
     out: Path = typer.Option(Path("finetune-out"), "--out", help="Output directory."),
     dtype: str = typer.Option("float32", "--dtype", help="Master weights dtype (float32 recommended; bf16 autocast "
                               "runs the matmuls)."),
-    precision: str = typer.Option("auto", "--precision", help="Mixed precision: auto, bf16, fp16 or no."),
-    checkpointing: bool = typer.Option(True, "--checkpointing/--no-checkpointing", help="Gradient checkpointing."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", "--precision",
+                                        help="Mixed precision: auto, bf16, fp16 or no."),
+    gradient_checkpointing: bool = typer.Option(
+        True, "--gradient-checkpointing/--no-gradient-checkpointing", "--checkpointing/--no-checkpointing",
+        help="Gradient checkpointing (recompute activations in backward: memory for compute)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data order and initial RNG state."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="TOML or JSON table of FinetuneConfig fields (a plan stage's keys); options given "
+        "here win over it."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
 ) -> None:
     """Fine-tune a model at an extended length with a fixed RoPE scaling spec (LongRoPE, PI, YaRN, ...).
@@ -58,10 +67,15 @@ def finetune_command(
     from longrope.train.config import FinetuneConfig
     from longrope.train.finetuning import finetune
 
-    config = FinetuneConfig(length=length, steps=steps, schedule=schedule, lr=lr, warmup_steps=warmup,
-                            batch_size=batch, accum=accum, mixed=mixed, pose=pose, target_length=target_length,
-                            pose_chunks=pose_chunks, corpus=corpus, save_every=save_every,
-                            mixed_precision=precision, gradient_checkpointing=checkpointing, seed=seed)
+    values = dict(length=length, steps=steps, schedule=schedule, lr=lr, warmup_steps=warmup_steps,
+                  batch_size=batch_size, accum=accum, mixed=mixed, pose=pose, target_length=target_length,
+                  pose_chunks=pose_chunks, corpus=corpus, save_every=save_every, mixed_precision=mixed_precision,
+                  gradient_checkpointing=gradient_checkpointing, seed=seed)
+    values = with_config_file(ctx, config_file, values, FinetuneConfig)
+    missing = [f"--{name}" for name in ("length", "steps") if values[name] is None]
+    if missing:
+        raise LongRopeError(f"give {' and '.join(missing)} (on the command line or in --config)")
+    config = FinetuneConfig(**values)
     scaling = load_spec(spec)
     out = check_output_dir("--out", out)  # the config checked the numbers: all before the model loads
     hint = (f"fine-tuning interrupted; checkpoints (every --save-every steps) are in {out / 'checkpoints'}; "
