@@ -8,8 +8,10 @@ Each command loads the model, builds one spec per ``--method``, calls the docume
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -50,6 +52,50 @@ DEFAULT_METHODS = ["none", "pi", "dynamic_ntk", "yarn"]
 T = TypeVar("T")
 
 
+@dataclass
+class EvalTarget:
+    """The options every eval command shares: the model, the scalings and lengths, and where and how to report."""
+
+    model: str
+    method: list[str] | None
+    factor: float | None
+    lengths: str | None
+    dtype: str
+    out: Path | None
+    seed: int
+    quiet: bool
+
+
+def _shared_first(model: ModelOpt = "tiny", method: MethodOpt = None, factor: FactorOpt = None,
+                  lengths: LengthsOpt = None) -> None:
+    """The shared options listed before a command's own (their declarations, read by `eval_command`)."""
+
+
+def _shared_last(dtype: DtypeOpt = "bf16", out: OutOpt = None, seed: SeedOpt = 0, quiet: QuietOpt = False) -> None:
+    """The shared options listed after a command's own."""
+
+
+def eval_command(name: str):
+    """Register ``function(target: EvalTarget, **own options)`` as ``longrope eval NAME``: the shared options are
+    declared once (`_shared_first`, `_shared_last`) and reach it as one `EvalTarget`."""
+    first = list(inspect.signature(_shared_first, eval_str=True).parameters.values())
+    last = list(inspect.signature(_shared_last, eval_str=True).parameters.values())
+    shared = [p.name for p in first + last]
+
+    def register(function):
+        own = list(inspect.signature(function, eval_str=True).parameters.values())[1:]  # after `target`
+
+        def command(**options):
+            target = EvalTarget(**{key: options.pop(key) for key in shared})
+            return function(target, **options)
+
+        command.__signature__ = inspect.Signature(first + own + last)
+        command.__doc__, command.__name__ = function.__doc__, function.__name__
+        eval_app.command(name)(command)
+        return function
+    return register
+
+
 def _length_terms(text: str) -> list[tuple[float, bool]]:
     """The terms of --lengths as (number, is a multiple of the window), each finite and > 0.
 
@@ -83,18 +129,17 @@ def parse_lengths(text: str | None, window: int) -> list[int]:
     return sorted(set(out))
 
 
-def check_options(command: str, out: Path | None, factor: float | None, lengths: str | None,
-                  counts: dict[str, int | None]) -> Path:
+def check_options(command: str, target: EvalTarget, counts: dict[str, int | None]) -> Path:
     """Reject bad options before the model loads; return the output directory (``counts``: option -> value >= 1).
 
     Without this a file named by --out failed only when the report was written, after the whole evaluation.
     """
-    check_number("--factor", factor, minimum=1)  # the specs' own range: 1 = no extension
-    if lengths is not None and lengths.strip():
-        _length_terms(lengths)
+    check_number("--factor", target.factor, minimum=1)  # the specs' own range: 1 = no extension
+    if target.lengths is not None and target.lengths.strip():
+        _length_terms(target.lengths)
     for option, value in counts.items():
         check_number(option, value, minimum=1)
-    out = check_output_dir("--out", out or Path("longrope-eval") / command)
+    out = check_output_dir("--out", target.out or Path("longrope-eval") / command)
     if (out / f"{command}.json").exists():
         console.print(f"note: {out / f'{command}.json'} exists and will be replaced when this evaluation ends")
     return out
@@ -132,19 +177,20 @@ def build_specs(methods: list[str] | None, factor: float, window: int) -> dict[s
     return specs
 
 
-def _setup(model_name: str, dtype: str, methods, factor, lengths_text):
+def _setup(target: EvalTarget):
+    """The loaded model and tokenizer, the lengths, one spec per method, and the settings a report records."""
     from longrope.attention.rotary import model_geometry
     from longrope.models.loading import load_model
 
-    model, tokenizer = load_model(model_name, dtype=dtype)
+    model, tokenizer = load_model(target.model, dtype=target.dtype)
     geometry = model_geometry(model)
-    for method in methods or ():
+    for method in target.method or ():
         check_preset_fits(method, geometry)
     window = geometry.original_window
-    lengths = parse_lengths(lengths_text, window)
-    factor = factor if factor is not None else default_factor(lengths, window)
-    specs = build_specs(methods, factor, window)
-    settings = {"model": model_name, "dtype": dtype, "original_window": window, "lengths": lengths,
+    lengths = parse_lengths(target.lengths, window)
+    factor = target.factor if target.factor is not None else default_factor(lengths, window)
+    specs = build_specs(target.method, factor, window)
+    settings = {"model": target.model, "dtype": target.dtype, "original_window": window, "lengths": lengths,
                 "factor": factor, "methods": {n: s.to_dict() for n, s in specs.items()}}
     return model, tokenizer, lengths, specs, settings
 
@@ -176,12 +222,9 @@ def _finish(markdown: str, paths: dict) -> None:
         console.print(f"[dim]{kind}:[/] {path}")
 
 
-@eval_app.command("ppl")
+@eval_command("ppl")
 def ppl_command(
-    model: ModelOpt = "tiny",
-    method: MethodOpt = None,
-    factor: FactorOpt = None,
-    lengths: LengthsOpt = None,
+    target: EvalTarget,
     corpus: Annotated[str, typer.Option("--corpus",
                                         help="stdlib, a file or directory, or hf:NAME[:column]")] = "stdlib",
     split: Annotated[str, typer.Option("--split", help="Corpus split")] = "test",
@@ -191,112 +234,88 @@ def ppl_command(
         "--stride", help="Sliding-window stride (sliding mode; default 256, or half the shortest length if smaller)")
     ] = None,
     chunk: Annotated[int, typer.Option("--chunk", help="Positions per output-head chunk")] = 1024,
-    dtype: DtypeOpt = "bf16",
-    out: OutOpt = None,
-    seed: SeedOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Perplexity of each method at each length (`longrope.eval.evaluate_ppl`); writes ppl.json, ppl.md, ppl.png."""
-    out = check_options("ppl", out, factor, lengths, {"--n-docs": n_docs, "--stride": stride, "--chunk": chunk})
+    out = check_options("ppl", target, {"--n-docs": n_docs, "--stride": stride, "--chunk": chunk})
     from longrope.eval.perplexity import evaluate_ppl, write_ppl_report
 
-    loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
+    loaded, tokenizer, lengths_list, specs, settings = _setup(target)
     if stride is None:
         stride = max(1, min(256, min(lengths_list) // 2))
     settings.update(corpus=corpus, split=split, n_docs=n_docs, mode=mode, stride=stride, chunk=chunk)
     table, paths = _evaluate(
         "ppl", lambda: evaluate_ppl(loaded, tokenizer, specs, corpus, lengths_list, n_docs=n_docs, mode=mode,
-                                    stride=stride, chunk=chunk, seed=seed, split=split, progress=not quiet),
-        lambda result, extra: write_ppl_report(result, out, {**settings, **extra}, seed=seed))
+                                    stride=stride, chunk=chunk, seed=target.seed, split=split,
+                                    progress=not target.quiet),
+        lambda result, extra: write_ppl_report(result, out, {**settings, **extra}, seed=target.seed))
     _finish(f"**Perplexity ({mode}, {n_docs} documents)**\n\n" + table.to_markdown(), paths)
 
 
-@eval_app.command("passkey")
+@eval_command("passkey")
 def passkey_command(
-    model: ModelOpt = "tiny",
-    method: MethodOpt = None,
-    factor: FactorOpt = None,
-    lengths: LengthsOpt = None,
+    target: EvalTarget,
     trials: Annotated[int, typer.Option("--trials", help="Trials per length (random key and depth each)")] = 10,
     template: TemplateOpt = "auto",
     max_new_tokens: MaxNewTokensOpt = 10,
-    dtype: DtypeOpt = "bf16",
-    out: OutOpt = None,
-    seed: SeedOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Passkey retrieval accuracy per method and length (`longrope.eval.evaluate_passkey`)."""
-    out = check_options("passkey", out, factor, lengths, {"--trials": trials, "--max-new-tokens": max_new_tokens})
+    out = check_options("passkey", target, {"--trials": trials, "--max-new-tokens": max_new_tokens})
     from longrope.eval.passkey import evaluate_passkey, write_retrieval_report
 
-    loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
-    chosen = _template(template, model)
+    loaded, tokenizer, lengths_list, specs, settings = _setup(target)
+    chosen = _template(template, target.model)
     table, paths = _evaluate(
-        "passkey", lambda: evaluate_passkey(loaded, tokenizer, specs, lengths_list, trials=trials, seed=seed,
-                                            template=chosen, max_new_tokens=max_new_tokens, progress=not quiet),
-        lambda result, extra: write_retrieval_report(result, out, {**settings, **extra}, seed=seed))
+        "passkey", lambda: evaluate_passkey(loaded, tokenizer, specs, lengths_list, trials=trials, seed=target.seed,
+                                            template=chosen, max_new_tokens=max_new_tokens, progress=not target.quiet),
+        lambda result, extra: write_retrieval_report(result, out, {**settings, **extra}, seed=target.seed))
     _finish(f"**Passkey accuracy ({chosen} template, {trials} trials per length)**\n\n" + table.to_markdown(), paths)
 
 
-@eval_app.command("needle")
+@eval_command("needle")
 def needle_command(
-    model: ModelOpt = "tiny",
-    method: MethodOpt = None,
-    factor: FactorOpt = None,
-    lengths: LengthsOpt = None,
+    target: EvalTarget,
     depths: Annotated[int, typer.Option("--depths", help="Number of depths from 0% to 100%")] = 5,
     trials: Annotated[int, typer.Option("--trials", help="Keys per (length, depth) cell")] = 2,
     template: TemplateOpt = "auto",
     max_new_tokens: MaxNewTokensOpt = 10,
-    dtype: DtypeOpt = "bf16",
-    out: OutOpt = None,
-    seed: SeedOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """Needle-in-a-haystack grid (depth x length) per method, with heatmaps (`longrope.eval.evaluate_needle`)."""
-    out = check_options("needle", out, factor, lengths,
-                        {"--depths": depths, "--trials": trials, "--max-new-tokens": max_new_tokens})
+    out = check_options("needle", target, {"--depths": depths, "--trials": trials, "--max-new-tokens": max_new_tokens})
     from longrope.eval.needle import evaluate_needle, write_needle_report
 
-    loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
-    chosen = _template(template, model)
+    loaded, tokenizer, lengths_list, specs, settings = _setup(target)
+    chosen = _template(template, target.model)
     settings.update(depths=depths, trials=trials, template=chosen)
     grids, paths = _evaluate(
         "needle", lambda: evaluate_needle(loaded, tokenizer, specs, lengths_list, depths=depths, trials=trials,
-                                          seed=seed, template=chosen, max_new_tokens=max_new_tokens,
-                                          progress=not quiet),
-        lambda result, extra: write_needle_report(result, out, specs, {**settings, **extra}, seed=seed))
+                                          seed=target.seed, template=chosen, max_new_tokens=max_new_tokens,
+                                          progress=not target.quiet),
+        lambda result, extra: write_needle_report(result, out, specs, {**settings, **extra}, seed=target.seed))
     markdown = "".join(f"**{name}**\n\n{grid.to_markdown()}\n" for name, grid in grids.items())
     _finish(markdown, paths)
 
 
-@eval_app.command("ruler")
+@eval_command("ruler")
 def ruler_command(
-    model: ModelOpt = "tiny",
-    method: MethodOpt = None,
-    factor: FactorOpt = None,
-    lengths: LengthsOpt = None,
+    target: EvalTarget,
     tasks: Annotated[str, typer.Option("--tasks", help="Comma list of single, multikey, multivalue, vartrack")] = (
         "single,multikey,multivalue,vartrack"),
     samples: Annotated[int, typer.Option("--samples", help="Prompts per task and length")] = 5,
     style: Annotated[str, typer.Option("--style", help="natural, code, or auto")] = "auto",
     corpus: Annotated[str, typer.Option("--corpus", help="Haystack corpus")] = "stdlib",
     split: Annotated[str, typer.Option("--split")] = "test",
-    dtype: DtypeOpt = "bf16",
-    out: OutOpt = None,
-    seed: SeedOpt = 0,
-    quiet: QuietOpt = False,
 ) -> None:
     """RULER-style tasks per method and length (`longrope.eval.evaluate_ruler`)."""
-    out = check_options("ruler", out, factor, lengths, {"--samples": samples})
+    out = check_options("ruler", target, {"--samples": samples})
     from longrope.eval.ruler import evaluate_ruler, write_ruler_report
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
-    loaded, tokenizer, lengths_list, specs, settings = _setup(model, dtype, method, factor, lengths)
-    chosen = _template(style, model)
+    loaded, tokenizer, lengths_list, specs, settings = _setup(target)
+    chosen = _template(style, target.model)
     settings.update(tasks=task_list, samples=samples, style=chosen, corpus=corpus, split=split)
     table, paths = _evaluate(
         "ruler", lambda: evaluate_ruler(loaded, tokenizer, specs, lengths_list, tasks=task_list, samples=samples,
-                                        seed=seed, style=chosen, corpus=corpus, split=split, progress=not quiet),
-        lambda result, extra: write_ruler_report(result, out, {**settings, **extra}, seed=seed))
+                                        seed=target.seed, style=chosen, corpus=corpus, split=split,
+                                        progress=not target.quiet),
+        lambda result, extra: write_ruler_report(result, out, {**settings, **extra}, seed=target.seed))
     _finish(f"**RULER-style accuracy ({chosen} style)**\n\n" + table.to_markdown(), paths)

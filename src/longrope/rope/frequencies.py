@@ -23,17 +23,8 @@ import torch
 
 from longrope.errors import LongRopeError
 from longrope.rope.geometry import RopeGeometry
-from longrope.rope.spec import (
-    DynamicNTKSpec,
-    LinearSpec,
-    Llama3Spec,
-    LongRopeSpec,
-    NoScaling,
-    NTKSpec,
-    RopeSpec,
-    StringSpec,
-    YarnSpec,
-)
+from longrope.rope import spec as specs
+from longrope.rope.spec import RopeSpec
 
 RopeFunction = Callable[[RopeSpec, RopeGeometry, "int | None"], tuple[torch.Tensor, float]]
 
@@ -53,7 +44,7 @@ def _none(spec: RopeSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[
     return base_inv_freq(geometry), 1.0
 
 
-def _pi(spec: LinearSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
+def _pi(spec: specs.LinearSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
     return base_inv_freq(geometry) / spec.factor, 1.0
 
 
@@ -65,11 +56,11 @@ def ntk_base(factor: float, geometry: RopeGeometry) -> float:
     return geometry.base * factor ** (d / (d - 2))
 
 
-def _ntk(spec: NTKSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
+def _ntk(spec: specs.NTKSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
     return base_inv_freq(geometry, ntk_base(spec.factor, geometry)), 1.0
 
 
-def _dynamic_ntk(spec: DynamicNTKSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
+def _dynamic_ntk(spec: specs.DynamicNTKSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
     # transformers: the window here is the model's max_position_embeddings; lengths below it use the plain base.
     window = _window(spec, geometry)
     n = max(seq_len or window, window)
@@ -78,7 +69,7 @@ def _dynamic_ntk(spec: DynamicNTKSpec, geometry: RopeGeometry, seq_len: int | No
     return base_inv_freq(geometry, base), 1.0
 
 
-def yarn_ramp(spec: YarnSpec, geometry: RopeGeometry) -> torch.Tensor:
+def yarn_ramp(spec: specs.YarnSpec, geometry: RopeGeometry) -> torch.Tensor:
     """Per-pair interpolation weight in [0, 1]: 0 keeps the frequency (fast pairs), 1 divides it by s."""
     d, b, window = geometry.dim, geometry.base, _window(spec, geometry)
 
@@ -98,7 +89,7 @@ def yarn_attention_factor(factor: float) -> float:
     return 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
 
 
-def _yarn(spec: YarnSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
+def _yarn(spec: specs.YarnSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
     pos_freqs = geometry.base ** (torch.arange(0, geometry.dim, 2).float() / geometry.dim)
     extrapolation = 1.0 / pos_freqs
     interpolation = 1.0 / (spec.factor * pos_freqs)
@@ -108,7 +99,7 @@ def _yarn(spec: YarnSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[
     return inv_freq, float(attention)
 
 
-def _llama3(spec: Llama3Spec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
+def _llama3(spec: specs.Llama3Spec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
     inv_freq = base_inv_freq(geometry)
     window = _window(spec, geometry)
     low_wavelen = window / spec.low_freq_factor
@@ -128,12 +119,12 @@ def longrope_attention_factor(factor: float, original_window: int) -> float:
     return math.sqrt(1 + math.log(factor) / math.log(original_window))
 
 
-def longrope_uses_long(spec: LongRopeSpec, geometry: RopeGeometry, seq_len: int | None) -> bool:
+def longrope_uses_long(spec: specs.LongRopeSpec, geometry: RopeGeometry, seq_len: int | None) -> bool:
     """Long factors for sequences longer than L, short ones otherwise (decide once per sequence)."""
     return seq_len is not None and seq_len > _window(spec, geometry)
 
 
-def _longrope(spec: LongRopeSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
+def _longrope(spec: specs.LongRopeSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
     if len(spec.long_factor) != geometry.pairs:
         raise LongRopeError(
             f"longrope: {len(spec.long_factor)} rescale factors given, but the model has {geometry.pairs} rotary "
@@ -152,7 +143,7 @@ def _longrope(spec: LongRopeSpec, geometry: RopeGeometry, seq_len: int | None) -
     return inv_freq, float(attention)
 
 
-def _string(spec: StringSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
+def _string(spec: specs.StringSpec, geometry: RopeGeometry, seq_len: int | None) -> tuple[torch.Tensor, float]:
     # STRING keeps the frequencies of the scaling it sits on; the shift lives in attention.
     inv_freq, attention = ROPE_FUNCTIONS[spec.base.method](spec.base, geometry, seq_len)
     if spec.attention_factor is not None:
@@ -161,14 +152,14 @@ def _string(spec: StringSpec, geometry: RopeGeometry, seq_len: int | None) -> tu
 
 
 ROPE_FUNCTIONS: dict[str, RopeFunction] = {
-    NoScaling.method: _none,
-    LinearSpec.method: _pi,
-    NTKSpec.method: _ntk,
-    DynamicNTKSpec.method: _dynamic_ntk,
-    YarnSpec.method: _yarn,
-    Llama3Spec.method: _llama3,
-    LongRopeSpec.method: _longrope,
-    StringSpec.method: _string,
+    specs.NoScaling.method: _none,
+    specs.LinearSpec.method: _pi,
+    specs.NTKSpec.method: _ntk,
+    specs.DynamicNTKSpec.method: _dynamic_ntk,
+    specs.YarnSpec.method: _yarn,
+    specs.Llama3Spec.method: _llama3,
+    specs.LongRopeSpec.method: _longrope,
+    specs.StringSpec.method: _string,
 }
 
 STATIC_METHODS = ("none", "pi", "ntk", "yarn", "llama3", "longrope")
@@ -186,15 +177,15 @@ def rescale_factors(spec: RopeSpec, geometry: RopeGeometry) -> tuple[torch.Tenso
     """
     if spec.method not in STATIC_METHODS:
         raise LongRopeError(f"{spec.method} depends on the sequence length and has no fixed rescale factors")
-    if isinstance(spec, LongRopeSpec):
+    if isinstance(spec, specs.LongRopeSpec):
         return torch.tensor(spec.long_factor, dtype=torch.float64), inv_freq_for(spec, geometry, None)[1]
     # Exact closed forms where they exist, so seeds carry no float32 noise.
     d, i = geometry.dim, torch.arange(geometry.pairs, dtype=torch.float64)
-    if isinstance(spec, NoScaling):
+    if isinstance(spec, specs.NoScaling):
         return torch.ones(geometry.pairs, dtype=torch.float64), 1.0
-    if isinstance(spec, LinearSpec):
+    if isinstance(spec, specs.LinearSpec):
         return torch.full((geometry.pairs,), float(spec.factor), dtype=torch.float64), 1.0
-    if isinstance(spec, NTKSpec):
+    if isinstance(spec, specs.NTKSpec):
         return spec.factor ** ((2 * i / d) * d / (d - 2)), 1.0
     base = base_inv_freq(geometry).double()
     scaled, attention = inv_freq_for(spec, geometry, None)

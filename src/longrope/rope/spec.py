@@ -431,3 +431,11 @@ def from_rope_parameters(params: dict[str, Any], max_position_embeddings: int | 
             original_window=window,
         )
     raise LongRopeError(f"rope_type {kind!r} is not supported by longrope")
+
+
+# The package (`longrope.rope`) re-exports exactly these.
+__all__ = [
+    "METHODS", "SPEC_FILE", "SPEC_TYPES", "DynamicNTKSpec", "LinearSpec", "Llama3Spec", "LongRopeSpec", "NTKSpec",
+    "NoScaling", "RopeSpec", "StringSpec", "YarnSpec", "from_rope_parameters", "load_spec", "make_spec",
+    "method_class", "save_spec", "spec_from_dict", "spec_from_json", "to_rope_parameters",
+]
