@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from longrope.errors import LongRopeError
 from longrope.rope import (
+    SPEC_TYPES,
     DynamicNTKSpec,
     LinearSpec,
     Llama3Spec,
@@ -158,3 +159,10 @@ def test_string_position_map():
             r = q - k
             assert mapped[q, k] == (r if r < 4 else r - 4 + 2)
     assert math.isclose(float(mapped.max()), 9 - 4 + 2)
+
+
+def test_which_specs_depend_on_the_sequence_length():
+    dependent = {cls.method for cls in SPEC_TYPES.values() if cls is not StringSpec and cls.length_dependent}
+    assert dependent == {"dynamic_ntk", "longrope"}  # the rotary module rebuilds their tables per length
+    assert StringSpec(base=DynamicNTKSpec(factor=2.0)).length_dependent
+    assert not StringSpec(base=YarnSpec(factor=2.0)).length_dependent and not StringSpec().length_dependent

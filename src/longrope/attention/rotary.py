@@ -18,7 +18,6 @@ from torch import nn
 from longrope.errors import LongRopeError
 from longrope.rope import RopeGeometry, RopeSpec, inv_freq_for
 from longrope.rope.frequencies import base_inv_freq
-from longrope.rope.spec import DynamicNTKSpec, LongRopeSpec, StringSpec
 
 
 def _is_rotary(module: nn.Module) -> bool:
@@ -71,9 +70,7 @@ class ScaledRotaryEmbedding(nn.Module):
 
     @property
     def length_dependent(self) -> bool:
-        return any(isinstance(s, (LongRopeSpec, DynamicNTKSpec)) or
-                   (isinstance(s, StringSpec) and isinstance(s.base, (LongRopeSpec, DynamicNTKSpec)))
-                   for s in self.specs)
+        return any(s.length_dependent for s in self.specs)
 
     def tables(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(inv_freq [rows, d/2], attention factor [rows]) for a sequence of ``seq_len`` tokens."""

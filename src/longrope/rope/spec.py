@@ -52,6 +52,9 @@ class RopeSpec:
     """Base of all specs. ``original_window`` (L) defaults to the model's own when None."""
 
     method: ClassVar[str] = ""
+    # Whether the frequencies depend on the sequence length (dynamic NTK; LongRoPE's short/long switch), so a
+    # rotary module must rebuild its tables per length instead of once.
+    length_dependent: ClassVar[bool] = False
     original_window: int | None = None
 
     def __post_init__(self) -> None:
@@ -120,6 +123,7 @@ class DynamicNTKSpec(RopeSpec):
     """Dynamic NTK (as transformers): at length n > L, b' = b * (s*n/L - (s-1))^(d/(d-2))."""
 
     method: ClassVar[str] = "dynamic_ntk"
+    length_dependent: ClassVar[bool] = True
     factor: float = 1.0
 
     def __post_init__(self) -> None:
@@ -180,6 +184,7 @@ class LongRopeSpec(RopeSpec):
     """
 
     method: ClassVar[str] = "longrope"
+    length_dependent: ClassVar[bool] = True  # short factors up to the window, long ones beyond
     long_factor: tuple[float, ...] = field(default_factory=tuple)
     short_factor: tuple[float, ...] | None = None
     n_hat: int = 0
@@ -236,6 +241,10 @@ class StringSpec(RopeSpec):
             )
         if self.attention_factor is not None and not self.attention_factor > 0:
             raise LongRopeError(f"string: attention_factor must be > 0, got {self.attention_factor}")
+
+    @property
+    def length_dependent(self) -> bool:  # STRING moves distances; the frequencies are its base's
+        return self.base.length_dependent
 
     def resolved(self, original_window: int) -> tuple[int, int]:
         """(S, W) for a model whose original window is ``original_window``; checks W < S."""
