@@ -18,7 +18,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     An ordinary Hugging Face directory: ``LlamaForCausalLM.from_pretrained`` and
     ``AutoTokenizer.from_pretrained`` load it. Its cache root is ``path.parent.parent``.
     """
-    from longrope.models.tiny import TinyConfig, ensure_tiny
+    from longrope.models.tiny import TinyConfig
+    from longrope.recipes.tiny import ensure_tiny
 
     cache = tmp_path_factory.mktemp("longrope-cache")
     with pytest.MonkeyPatch.context() as patch:

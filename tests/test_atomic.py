@@ -8,8 +8,7 @@ import stat
 import pytest
 from factories import dead_pid
 
-from longrope.atomic import atomic_write_bytes
-from longrope.eval.report import write_text_atomic
+from longrope.atomic import atomic_file, atomic_write_bytes, atomic_write_text
 from longrope.search.state import SearchState, load_state, save_state
 
 
@@ -37,7 +36,7 @@ def test_writes_with_the_umask_like_open(tmp_path, umask_022):
 
 
 def test_every_atomic_writer_gives_0644(tmp_path, umask_022):
-    report = write_text_atomic(tmp_path / "report.md", "| a |\n")
+    report = atomic_write_text(tmp_path / "report.md", "| a |\n")
     state_path = tmp_path / "search_state.json"
     save_state(SearchState(config_hash="h", config={}, rng=[]), state_path)
     assert mode(report) == 0o644 and mode(state_path) == 0o644
@@ -93,3 +92,18 @@ def test_a_directory_gets_normal_file_modes_whatever_its_writer_did(tmp_path, um
 
     out = atomic_dir(tmp_path / "model", write)
     assert mode(out / "weights.safetensors") == 0o644 and mode(out / "sub" / "x.json") == 0o644
+
+
+def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "state.pt"
+    target.write_bytes(b"old")
+
+    def dies_half_way(tmp):
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_file(target, dies_half_way)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    atomic_file(target, lambda tmp: tmp.write_bytes(b"new"))
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]

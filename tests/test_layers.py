@@ -37,10 +37,6 @@ LAYERS = {
 
 # Imports between peer areas (or upwards) that are allowed anyway, as (importer, imported module); keep it short.
 ALLOWED = {
-    # The tiny model's trainer measures the model it built with the evaluation metrics (function-local, run once
-    # at the end of a build); moving `train_tiny` into recipes/ would remove this edge.
-    ("longrope.models.tiny", "longrope.eval.bits_per_char"),
-    ("longrope.models.tiny", "longrope.eval.passkey"),
     # `verify_export` generates with our patched model the same way `longrope eval` does, to compare it with
     # the stock runtime's generation token by token.
     ("longrope.export.verify", "longrope.eval.generation"),
@@ -121,3 +117,4 @@ def test_the_checker_catches_an_upward_import(tmp_path):
     assert layer("longrope.recipes.progressive") > layer("longrope.train.finetuning")
     assert area("longrope.search.cli") == "cli" and area("longrope.atomic") == "base"
     assert layer("longrope.attention.patch") < layer("longrope.loss") < layer("longrope.models.tiny")
+    assert layer("longrope.models.tiny") < layer("longrope.recipes.tiny")

@@ -84,6 +84,20 @@ def temporary_sibling(path: str | Path) -> Path:
     return tmp
 
 
+def atomic_file(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a fresh temporary sibling of ``path``, then move it onto ``path``: readers see the
+    old file or the new one, never part. For writers that take a file name (``torch.save``, ``savefig``)."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> Path:
     """Write ``data`` to ``path`` (parents created) so that readers see the old file or the new one, never part.
 
@@ -104,6 +118,11 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> Pa
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write_bytes` of ``text`` in UTF-8."""
+    return atomic_write_bytes(path, text.encode())
 
 
 def _current_umask() -> int:

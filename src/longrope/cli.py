@@ -33,7 +33,6 @@ def _register() -> None:
     from longrope.eval.cli import eval_app
     from longrope.export import cli as export_cli
     from longrope.models import info
-    from longrope.models.cli import tiny_app
     from longrope.presets import cli as presets_cli
     from longrope.recipes import cli as recipes_cli
     from longrope.search import cli as search_cli
@@ -43,7 +42,7 @@ def _register() -> None:
     for register in (info.register, search_cli.register, train_cli.register, recipes_cli.register_extend,
                      export_cli.register, presets_cli.register, recipes_cli.register_demo):
         register(app)
-    app.add_typer(tiny_app, name="tiny")
+    app.add_typer(recipes_cli.tiny_app, name="tiny")
     app.add_typer(eval_app, name="eval")
 
 

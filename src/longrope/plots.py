@@ -6,10 +6,9 @@ Shared by the evaluation reports (`longrope.eval.report`) and the search's conve
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from longrope.atomic import temporary_sibling
+from longrope.atomic import atomic_file
 
 
 def pyplot():
@@ -26,14 +25,8 @@ def save_figure(fig, path: str | Path) -> Path:
     """Lay out ``fig``, write it as a PNG atomically (temp file + ``os.replace``) and close it."""
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:
         pyplot().close(fig)
     return path

@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 
 from longrope.errors import LongRopeError
 from longrope.models import shipped
-from longrope.models import tiny as tiny_module
-from longrope.models.cli import tiny_app
 from longrope.models.loading import load_model
 from longrope.models.shipped import SHIPPED_DIR, reference_logits, shipped_marker, shipped_tiny_path
-from longrope.models.tiny import TinyConfig, ensure_tiny
+from longrope.models.tiny import TinyConfig
+from longrope.recipes import tiny as tiny_module
+from longrope.recipes.cli import tiny_app
+from longrope.recipes.tiny import ensure_tiny
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from longrope.atomic import atomic_write_bytes
+from longrope.atomic import atomic_write_bytes, atomic_write_text
 from longrope.data.corpus import Corpus, Document
 from longrope.errors import LongRopeError
 from longrope.paths import cache_dir
@@ -85,7 +85,7 @@ def document_lengths(corpus: Corpus, tokenizer, add_bos: bool = True) -> dict[st
         except (OSError, ValueError):
             pass  # damaged cache: recompute
     lengths = {doc_id: len(ids) for doc_id, ids in encode_documents(corpus.documents(), tokenizer, add_bos)}
-    atomic_write_bytes(path, json.dumps(lengths).encode())
+    atomic_write_text(path, json.dumps(lengths))
     return lengths
 
 

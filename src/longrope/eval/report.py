@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from longrope.atomic import atomic_write_bytes
+from longrope.atomic import atomic_write_text
 from longrope.plots import pyplot, save_figure
 
 
@@ -71,11 +71,6 @@ def interrupted_with(partial: Any) -> Iterator[None]:
         raise EvaluationInterrupted(partial) from exc
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, with the permissions a plain ``open`` would give."""
-    return atomic_write_bytes(path, text.encode())
-
-
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A GitHub markdown table; floats get 2-4 significant decimals."""
 
@@ -98,8 +93,8 @@ def write_report(out_dir: str | Path, name: str, payload: dict[str, Any], markdo
     out.mkdir(parents=True, exist_ok=True)
     data = {"kind": name, "seed": seed, "environment": environment(), **payload}
     paths = {
-        "json": write_text_atomic(out / f"{name}.json", json.dumps(_jsonable(data), indent=2) + "\n"),
-        "markdown": write_text_atomic(out / f"{name}.md", markdown),
+        "json": atomic_write_text(out / f"{name}.json", json.dumps(_jsonable(data), indent=2) + "\n"),
+        "markdown": atomic_write_text(out / f"{name}.md", markdown),
     }
     return paths
 
@@ -154,6 +149,5 @@ def versions_line() -> str:
             f"longrope {env['longrope']}")
 
 
-__all__ = ["environment", "markdown_table", "plot_heatmap", "plot_ppl", "versions_line", "write_report",
-           "write_text_atomic"]
+__all__ = ["environment", "markdown_table", "plot_heatmap", "plot_ppl", "versions_line", "write_report"]
 

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from longrope.atomic import atomic_write_bytes
+from longrope.atomic import atomic_write_text
 from longrope.errors import LongRopeError
 from longrope.recipes.plan import load_plan
 from longrope.rope import LinearSpec, RopeSpec, YarnSpec, load_spec
@@ -103,6 +103,6 @@ def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, 
                   for name, r in results.items()]
     settings = {"docs": docs, "trials": trials, "seed": seed, "template": template, "split": "test"}
     report = {"lengths": lengths, "settings": settings, "rows": results}
-    atomic_write_bytes(extend_dir / "comparison.json", (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(extend_dir / "comparison.md", (markdown_table(headers, table_rows) + "\n").encode())
+    atomic_write_text(extend_dir / "comparison.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(extend_dir / "comparison.md", markdown_table(headers, table_rows) + "\n")
     return results

@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from longrope.atomic import atomic_write_text
 from longrope.rope import DynamicNTKSpec, LinearSpec, NoScaling, NTKSpec, RopeSpec, YarnSpec
 from longrope.search.evolution import SearchConfig
 
@@ -151,11 +152,10 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
         "searched_spec": found.spec.to_dict(), "search_fitness": found.fitness, "seed_fitness": found.seeds,
         "search_evaluations": found.evaluations, "seconds": seconds,
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out / "demo.md").write_text(
-        f"# longrope demo: {settings.model}, window {window}, test split\n\n{result.markdown()}\n\n"
-        f"Plots: `ppl/ppl.png`, `search/convergence.png`. Searched spec: `search/best_spec.json`.\n"
-    )
+    atomic_write_text(out / "demo.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "demo.md",
+                      f"# longrope demo: {settings.model}, window {window}, test split\n\n{result.markdown()}\n\n"
+                      "Plots: `ppl/ppl.png`, `search/convergence.png`. Searched spec: `search/best_spec.json`.\n")
     return result
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
-from longrope.atomic import atomic_write_bytes
+from longrope.atomic import atomic_write_text
 from longrope.errors import LongRopeError
 from longrope.recipes.plan import Plan, Stage, load_plan, search_config
 from longrope.rope import SPEC_FILE, LongRopeSpec, load_spec
@@ -104,8 +104,7 @@ def _stretched_seed(previous: Path, factor: float, stage_dir: Path, geometry) ->
     table = rescale_factors(spec, geometry)[0].tolist()
     stretched = [max(1.0, v * factor / old) for v in table]
     path = stage_dir / "seed_factors.json"
-    path.write_text(json.dumps(stretched) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(stretched) + "\n")
 
 
 def run_search(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: bool) -> dict[str, Any]:
@@ -297,7 +296,7 @@ def _read_done(stage_dir: Path) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = True, progress: bool = True,

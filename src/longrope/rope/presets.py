@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from longrope.atomic import atomic_write_bytes
+from longrope.atomic import atomic_write_text
 from longrope.errors import LongRopeError
 from longrope.rope.geometry import RopeGeometry
 from longrope.rope.preset_files import PRESET_NAME, is_preset_name, read_preset
@@ -78,5 +78,5 @@ def write_preset(path: str | Path, name: str, spec: RopeSpec, geometry: RopeGeom
             "geometry": {"dim": geometry.dim, "base": geometry.base, "original_window": geometry.original_window},
             "header": header, "spec": spec.to_dict()}
     path = Path(path)
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path

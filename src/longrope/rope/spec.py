@@ -332,12 +332,9 @@ def load_spec(path: str | Path) -> RopeSpec:
 
 
 def save_spec(spec: RopeSpec, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(spec.to_json() + "\n")
-    tmp.replace(path)
-    return path
+    from longrope.atomic import atomic_write_text
+
+    return atomic_write_text(path, spec.to_json() + "\n")
 
 
 # -- transformers rope_parameters --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from longrope.atomic import atomic_write_text
 from longrope.errors import LongRopeError
 from longrope.rope import LongRopeSpec, save_spec
 from longrope.search.fitness import FitnessData
@@ -154,9 +155,7 @@ def write_outputs(
         "config": asdict(config),
         "history": result.history,
     }
-    tmp = result.out_dir / f".{RESULT_FILE}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(result.out_dir / RESULT_FILE)
+    atomic_write_text(result.out_dir / RESULT_FILE, json.dumps(summary, indent=2))
     console.print(
         f"best ppl {result.perplexity:.3f} (fitness {result.fitness:.4f}) after {result.evaluations} "
         f"evaluations, {result.forward_tokens:,} forward tokens, {result.seconds:.0f} s; spec: {result.spec_path}"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from longrope.atomic import atomic_dir
+from longrope.atomic import atomic_dir, atomic_write_text
 from longrope.attention import patch
 from longrope.errors import LongRopeError
 from longrope.rope import SPEC_FILE, RopeSpec, load_spec, save_spec
@@ -153,7 +153,7 @@ def trim_log(path: Path, step: int) -> None:
     """Drop the log lines past ``step`` (a killed run's tail, when resuming from the checkpoint of ``step``)."""
     lines = [line for line in path.read_text().splitlines()
              if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(f"{line}\n" for line in lines))
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
 
 __all__ = [

@@ -12,19 +12,11 @@ from typer.testing import CliRunner
 
 from longrope.data.corpus import StdlibCorpus, stdlib_split_of
 from longrope.errors import LongRopeError
-from longrope.models import tiny as tiny_module
-from longrope.models.cli import tiny_app
 from longrope.models.tiny import (
-    MARKER,
-    TRAIN_DOCUMENTS,
-    TinyConfig,
-    ensure_tiny,
-    is_complete,
-    sequence_nll,
-    tiny_metrics,
-    tiny_path,
-    with_steps,
-)
+    MARKER, TRAIN_DOCUMENTS, TinyConfig, is_complete, tiny_metrics, tiny_path, with_steps)
+from longrope.recipes import tiny as tiny_module
+from longrope.recipes.cli import tiny_app
+from longrope.recipes.tiny import ensure_tiny, sequence_nll
 
 # Smaller still than TinyConfig.test(): only the plumbing is under test here.
 MINI = replace(
