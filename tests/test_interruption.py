@@ -23,9 +23,15 @@ def env(tmp_path):
     return {**os.environ, "OMP_NUM_THREADS": "1", "LONGROPE_CACHE": str(tmp_path / "cache"), "COLUMNS": "400"}
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt: give
+    # the child the default disposition, as a terminal's Ctrl-C finds it, however pytest itself was started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _longrope(args, env, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "longrope", *map(str, args)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kwargs)
 
 
 def _wait_for_lines(path: Path, count: int, proc, timeout: float = 120) -> None:

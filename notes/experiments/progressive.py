@@ -5,7 +5,7 @@ validation split, fine-tuning the train split; every figure is on the test split
 20 passkey trials with the `code` template, evaluation seed 7, which no search or fine-tune uses).
 Resumable: re-running skips finished stages and comparisons.
 
-    python notes/experiments/progressive.py OUT [VARIANT ...]      # variants: shipped, pose, mixed
+    python notes/experiments/progressive.py OUT [VARIANT ...]      # variants: shipped, pose, mixed, retrieval
 """
 
 import json
@@ -30,21 +30,27 @@ VARIANTS = {
                    .replace("length = 1024\n", "length = 256\n", 1),
     # LongRoPE2's mixed context-window training: short documents with the original RoPE between long batches.
     "mixed": SHIPPED.replace(FINETUNE, 'batch_size = 4\nmixed = true\n', 1),
+    # The built-in model's pre-training mixture: 35% of the sequences are retrieval windows (as in its training).
+    "retrieval": SHIPPED.replace(FINETUNE, 'batch_size = 4\nretrieval_fraction = 0.35\n', 1),
 }
+# Baselines fine-tuned with the same data as a variant's stage 2 (PI only with the shipped plan's).
+BASELINES = {"shipped": ("pi", "yarn"), "retrieval": ("yarn",)}
 
 
-def baseline_finetunes(out: Path) -> dict[str, Path]:
-    """PI and YaRN at 4x fine-tuned with the shipped plan's stage-2 settings (the same budget)."""
+def baseline_finetunes(out: Path, variant: str) -> dict[str, Path]:
+    """PI and YaRN at 4x fine-tuned with the variant's stage-2 settings (the same budget and data)."""
     dirs = {}
-    for name, spec in (("pi", LinearSpec(factor=4.0)), ("yarn", YarnSpec(factor=4.0))):
-        target = out / f"{name}-ft"
+    specs = {"pi": LinearSpec(factor=4.0), "yarn": YarnSpec(factor=4.0)}
+    extra = {"retrieval_fraction": 0.35} if variant == "retrieval" else {}
+    for name in BASELINES.get(variant, ()):
+        target = out / (f"{name}-ft" if variant == "shipped" else f"{name}-ft-{variant}")
         if not (target / "model").is_dir():
             start = time.perf_counter()
             model, tokenizer = load_model("tiny", dtype="float32")
             config = FinetuneConfig(length=1024, steps=160, batch_size=4, schedule="linear", lr=5e-4,
-                                    warmup_steps=10, save_every=40)
-            finetune(model, tokenizer, spec, config, target, resume=True)
-            print(f"{name} fine-tune: {time.perf_counter() - start:.0f} s", flush=True)
+                                    warmup_steps=10, save_every=40, **extra)
+            finetune(model, tokenizer, specs[name], config, target, resume=True)
+            print(f"{name} fine-tune ({variant}): {time.perf_counter() - start:.0f} s", flush=True)
         dirs[name] = target
     return dirs
 
@@ -63,7 +69,7 @@ def main(out: str, *variants: str) -> None:
         print(f"{variant}: pipeline {time.perf_counter() - start:.0f} s", flush=True)
         if (extend_dir / "comparison.json").is_file():
             continue
-        tuned = baseline_finetunes(root) if variant == "shipped" else {}
+        tuned = baseline_finetunes(root, variant)
         start = time.perf_counter()
         compare_extension(extend_dir, tuned.get("pi"), tuned.get("yarn"), **EVAL)
         print(f"{variant}: comparison {time.perf_counter() - start:.0f} s", flush=True)

@@ -198,3 +198,42 @@ def test_the_saved_format_helpers_and_their_old_import_paths(tmp_path):
         saved.append_log(log, {"step": step})
     saved.trim_log(log, 2)
     assert log.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_the_retrieval_mixture_replaces_a_share_of_rows_deterministically(tiny, train_corpus_dir):
+    from longrope.data.corpus import TextFilesCorpus
+    from longrope.train.data import RetrievalMixed
+
+    _, tokenizer = tiny
+    packed = lambda: PackedSequences(TextFilesCorpus(train_corpus_dir), tokenizer, 128, seed=0)  # noqa: E731
+    mixed = RetrievalMixed(packed(), 0.5, seed=3)
+    plain, batch = packed().batch(range(40)), mixed.batch(range(40))
+    assert batch.shape == plain.shape == (40, 128)
+    replaced = [k for k in range(40) if not torch.equal(batch[k], plain[k])]
+    assert 8 <= len(replaced) <= 32  # about half of the rows
+    for k in replaced:  # each one a retrieval window: BOS first, a value asked for and given at the end
+        text = tokenizer.decode(batch[k][1:])
+        assert batch[k][0] == tokenizer.bos_token_id and text.rstrip("\n").split()[-1].isdigit()
+    again = RetrievalMixed(packed(), 0.5, seed=3)  # a resumed run draws the same rows, and later ones alone
+    assert torch.equal(again.batch(range(20, 40)), batch[20:40])
+    assert torch.equal(RetrievalMixed(packed(), 0.0).batch(range(40)), plain)
+
+
+def test_finetune_trains_on_the_retrieval_mixture(tiny, train_corpus_dir, tmp_path, monkeypatch):
+    model, tokenizer = tiny
+    seen = []
+    forward = finetune_module.ChunkedCausalLMLoss.forward
+
+    def spy(self, input_ids, position_ids=None):
+        seen.append(input_ids.clone())
+        return forward(self, input_ids, position_ids)
+
+    monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward", spy)
+    config = _config(train_corpus_dir, length=128, steps=4, batch_size=4, retrieval_fraction=1.0, warmup_steps=0)
+    finetune(model, tokenizer, LinearSpec(factor=2.0), config, tmp_path / "ft", progress=False)
+    texts = [tokenizer.decode(row[1:]) for batch in seen for row in batch]
+    assert len(texts) == 16 and all(t.rstrip("\n").split()[-1].isdigit() for t in texts)
+    assert "retrieval_fraction" in config.fingerprint()
+    assert "retrieval_fraction" not in _config(train_corpus_dir).fingerprint()  # older checkpoints still resume
+    with pytest.raises(LongRopeError, match="retrieval_fraction"):
+        _config(train_corpus_dir, retrieval_fraction=1.5)

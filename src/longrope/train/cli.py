@@ -36,6 +36,9 @@ def finetune_command(
                               "through --target-length (needs it)."),
     target_length: int | None = typer.Option(None, "--target-length", help="PoSE's target length L' (> --length)."),
     pose_chunks: int = typer.Option(2, "--pose-chunks", help="PoSE: chunks per window (>= 2)."),
+    retrieval_fraction: float = typer.Option(
+        0.0, "--retrieval-fraction", help="Share of the sequences replaced by retrieval windows (values defined "
+        "and asked for; the built-in model's pre-training mixture), so retrieval survives the new length."),
     corpus: str = typer.Option("stdlib", "--corpus", help="Training documents (train split): stdlib, a path, hf:NAME."),
     save_every: int = typer.Option(0, "--save-every", help="Checkpoint every N steps (0: only the final model)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
@@ -70,7 +73,7 @@ def finetune_command(
     values = dict(length=length, steps=steps, schedule=schedule, lr=lr, warmup_steps=warmup_steps,
                   batch_size=batch_size, accum=accum, mixed=mixed, pose=pose, target_length=target_length,
                   pose_chunks=pose_chunks, corpus=corpus, save_every=save_every, mixed_precision=mixed_precision,
-                  gradient_checkpointing=gradient_checkpointing, seed=seed)
+                  gradient_checkpointing=gradient_checkpointing, seed=seed, retrieval_fraction=retrieval_fraction)
     values = with_config_file(ctx, config_file, values, FinetuneConfig)
     missing = [f"--{name}" for name in ("length", "steps") if values[name] is None]
     if missing:

@@ -44,6 +44,9 @@ class FinetuneConfig:
     pose: PoSE (`longrope.train.pose`) — ``length`` is then the short training window N, and each long
         sequence gets position ids in ``pose_chunks`` chunks skipping through ``[0, target_length)``;
         target_length (L', required with pose) is also declared to the scaled RoPE as the sequence length.
+    retrieval_fraction: share of the long sequences replaced by retrieval windows of the same length
+        (`longrope.train.data.RetrievalMixed`): the built-in model's pre-training mixture, so its retrieval
+        survives fine-tuning at a new length.
     """
 
     length: int
@@ -68,6 +71,7 @@ class FinetuneConfig:
     pose: bool = False
     pose_chunks: int = 2
     target_length: int | None = None
+    retrieval_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -96,6 +100,9 @@ class FinetuneConfig:
             raise LongRopeError(
                 f"fine-tune: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"
             )
+        fraction = self.retrieval_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise LongRopeError(f"fine-tune: retrieval_fraction must be a number in [0, 1], got {fraction!r}")
         if not isinstance(self.pose, bool):
             raise LongRopeError(f"fine-tune: pose must be true or false, got {self.pose!r}")
         if self.pose:
@@ -148,4 +155,6 @@ class FinetuneConfig:
         if not self.pose:  # so runs started before PoSE existed still resume
             for name in ("pose", "pose_chunks", "target_length"):
                 data.pop(name)
+        if not self.retrieval_fraction:  # likewise for runs before the retrieval mixture
+            data.pop("retrieval_fraction")
         return json.dumps(data, sort_keys=True)

@@ -8,12 +8,14 @@ each process of a distributed run takes its own indices.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 
 import torch
 
 from longrope.data.corpus import Corpus
+from longrope.data.retrieval import identifier_pool, retrieval_window
 from longrope.data.samples import document_lengths, encode_documents
 from longrope.errors import LongRopeError
 
@@ -97,3 +99,28 @@ class PackedSequences:
             self._offset += drop
         rows = [self._stream[k * self.length - self._offset:(k + 1) * self.length - self._offset] for k in indices]
         return torch.stack(rows)
+
+
+class RetrievalMixed:
+    """``sequences`` with a share of their rows replaced by retrieval windows of the same length
+    (`longrope.data.retrieval`: values defined at random depths, one asked for at the end, filler taken from the
+    replaced row). Fine-tuning on the mixture a model was pre-trained with keeps its retrieval while the window
+    grows. Whether row ``k`` is replaced, and by what, is a pure function of (seed, k), so resuming needs no
+    state. Identifiers for the definitions come from the first ``name_documents`` documents of ``corpus``."""
+
+    def __init__(self, sequences: PackedSequences, fraction: float, seed: int = 0, name_documents: int = 300):
+        self.sequences = sequences
+        self.length = sequences.length
+        self.fraction = fraction
+        self.seed = seed
+        texts = (d.text for d in itertools.islice(sequences.corpus.documents(), name_documents))
+        self.names = identifier_pool(texts)
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        batch = self.sequences.batch(indices)
+        for row, index in enumerate(indices):
+            rng = random.Random(f"retrieval:{self.seed}:{index}")
+            if rng.random() < self.fraction:
+                batch[row] = retrieval_window(batch[row], self.length, self.sequences.tokenizer, self.names, rng,
+                                              pairing="mixed")
+        return batch

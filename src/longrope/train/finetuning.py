@@ -49,7 +49,7 @@ from longrope.loss import decoder_and_head, hidden_nll
 from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
 from longrope.train.config import FinetuneConfig
-from longrope.train.data import PackedSequences
+from longrope.train.data import PackedSequences, RetrievalMixed
 from longrope.train.pose import pose_batch
 from longrope.train.saved import (
     LOG_FILE,
@@ -186,7 +186,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: LambdaLR
     switch: _RopeSwitch
-    long_data: PackedSequences
+    long_data: PackedSequences | RetrievalMixed
     short_data: PackedSequences | None
     start_step: int = 0
 
@@ -262,6 +262,8 @@ def _datasets(config: FinetuneConfig, tokenizer, window: int) -> tuple[PackedSeq
     corpus = get_corpus(config.corpus, "train")
     long_data = PackedSequences(corpus, tokenizer, config.length, seed=config.seed, min_tokens=config.length,
                                 what=f"fine-tuning at {config.length} tokens")
+    if config.retrieval_fraction:
+        long_data = RetrievalMixed(long_data, config.retrieval_fraction, seed=config.seed)
     short_data = None
     if config.mixed:
         short_data = PackedSequences(corpus, tokenizer, short_length, seed=config.seed + 1, min_tokens=2,
