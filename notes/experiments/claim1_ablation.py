@@ -36,6 +36,7 @@ LEVERS = {
     "needle-driven fitness": dataclasses.replace(base, needle=True),
     "8 fitness docs": dataclasses.replace(base, docs=8),
     "2 fitness docs": dataclasses.replace(base, docs=2),
+    "budget x4 (40 generations)": dataclasses.replace(base, generations=40),
 }
 
 
