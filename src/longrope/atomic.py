@@ -168,4 +168,5 @@ def atomic_dir(final: str | Path, write: Callable[[Path], None]) -> Path:
     return final
 
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "process_alive", "sweep_stale", "temporary_sibling"]
+__all__ = ["atomic_dir", "atomic_file", "atomic_write_bytes", "atomic_write_text", "process_alive", "sweep_stale",
+           "temporary_sibling"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,44 @@ def test_comparison_rows_follow_the_pipeline_outputs(fakes, tmp_path):
     assert rows["(c) + second search 16x"] == (str(out / "02-finetune" / "model"), rows["(c) + second search 16x"][1])
     assert rows["(c) + second search 16x"][1].factor == 16
     assert rows["PI fine-tune, then PI 16x"][1].factor == 16 and rows["base model, own RoPE"][1] is None
+
+
+def test_the_comparison_loads_each_model_once_and_keeps_the_rows_order(fakes, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from longrope.recipes.compare import comparison_rows, compare_extension
+
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text('[model]\nname = "tiny"\n\n[[stages]]\nkind = "search"\nfactor = 4\n\n'
+                         '[[stages]]\nkind = "finetune"\nlength = 1024\nsteps = 10\n\n'
+                         '[[stages]]\nkind = "search"\nfactor = 16\n\n[[stages]]\nkind = "search_short"\n')
+    out = tmp_path / "out"
+    progressive.extend(plan_file, out, progress=False)
+    loads, evaluated = [], []
+
+    def load_model(name, dtype=None):
+        loads.append(name)
+        return SimpleNamespace(name=name), None
+
+    def ppl(model, tokenizer, specs, corpus, lengths, **kwargs):
+        (name,) = specs
+        evaluated.append((name, model.name))
+        return SimpleNamespace(ppl=lambda: {name: {n: float(len(evaluated)) for n in lengths}})
+
+    def keys(model, tokenizer, specs, lengths, **kwargs):
+        (name,) = specs
+        return SimpleNamespace(accuracy=lambda: {name: {n: 0.5 for n in lengths}})
+
+    monkeypatch.setattr("longrope.models.loading.load_model", load_model)
+    monkeypatch.setattr("longrope.attention.rotary.model_geometry", lambda model: SimpleNamespace(original_window=64))
+    import longrope.eval.passkey  # noqa: F401 -- loaded, so that sys.modules has both
+    import longrope.eval.perplexity  # noqa: F401
+    # by module object: longrope.eval re-exports functions that shadow these module names
+    monkeypatch.setattr(sys.modules["longrope.eval.perplexity"], "evaluate_ppl", ppl)
+    monkeypatch.setattr(sys.modules["longrope.eval.passkey"], "evaluate_passkey", keys)
+    results = compare_extension(out, progress=False)
+    rows = comparison_rows(out, None)
+    assert list(results) == list(rows)  # the table in the rows' order ...
+    assert sorted(loads) == sorted(set(loads)) == sorted({model for model, _ in rows.values()})  # ... each model once
+    assert all(rows[name][0] == model for name, model in evaluated)  # every row on its own model
+    assert json.loads((out / "comparison.json").read_text())["rows"] == results

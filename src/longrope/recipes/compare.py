@@ -80,10 +80,8 @@ def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, 
     results: dict[str, Any] = {}
     plan = load_plan(extend_dir / "plan.toml")
     template = default_template(plan.model)
-    for name, (model_name, spec) in rows.items():
-        model, tokenizer = load_model(model_name, dtype="bf16")
-        window = model_geometry(model).original_window
-        lengths = lengths or [window, 4 * window, 8 * window, 16 * window]
+
+    def row(model, tokenizer, name: str, spec: RopeSpec | None) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "beyond the length this scaling was built for" is the point here
             ppl = evaluate_ppl(model, tokenizer, {name: spec}, plan.corpus, lengths, n_docs=docs, split="test",
@@ -96,7 +94,16 @@ def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, 
                 passkey[str(length)] = table.accuracy()[name][length]
             except LongRopeError:  # the prompt does not fit in this length
                 passkey[str(length)] = None
-        results[name] = {"ppl": {str(n): v for n, v in ppl.items()}, "passkey": passkey}
+        return {"ppl": {str(n): v for n, v in ppl.items()}, "passkey": passkey}
+
+    for model_name in dict.fromkeys(model_name for model_name, _ in rows.values()):  # each model loaded once
+        model, tokenizer = load_model(model_name, dtype="bf16")  # the evaluations leave it as it was
+        window = model_geometry(model).original_window
+        lengths = lengths or [window, 4 * window, 8 * window, 16 * window]
+        for name, (of, spec) in rows.items():
+            if of == model_name:
+                results[name] = row(model, tokenizer, name, spec)
+    results = {name: results[name] for name in rows}  # the table keeps the rows' order
     headers = ["row"] + [f"ppl {n}" for n in lengths] + [f"passkey {n}" for n in lengths]
     table_rows = [[name] + [r["ppl"][str(n)] for n in lengths]
                   + ["-" if r["passkey"][str(n)] is None else f"{100 * r['passkey'][str(n)]:.0f}%" for n in lengths]

@@ -12,7 +12,6 @@ Re-running resumes the search.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import time
 import warnings

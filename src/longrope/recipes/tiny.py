@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from longrope.atomic import atomic_dir, atomic_file, process_alive
+from longrope.atomic import atomic_dir, atomic_file, sweep_stale
 from longrope.data.corpus import Corpus, Document, StdlibCorpus
 from longrope.data.retrieval import identifier_pool, retrieval_window
 from longrope.data.samples import token_samples
@@ -329,16 +329,8 @@ def ensure_tiny(config: TinyConfig | None = None, progress: bool = False) -> Pat
         return path
     if path.exists():
         shutil.rmtree(path)
-    _remove_abandoned_builds(path)
+    sweep_stale(path)  # build directories of killed processes go before a long build, not after it
     return train_tiny(config, path, progress=progress)
-
-
-def _remove_abandoned_builds(path: Path) -> None:
-    """Delete temporary build directories of ``path`` left by processes that no longer run."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tiny(config: TinyConfig | None = None):
