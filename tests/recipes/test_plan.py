@@ -190,16 +190,22 @@ def test_a_target_length_no_document_reaches_is_a_clear_error(tiny_model_dir, ca
         progressive.check_lengths(too_short, tokenizer, window, [too_short.stages[1]])
 
 
-def test_comparison_rows_follow_the_pipeline_outputs(fakes, tmp_path):
-    from longrope.recipes.compare import comparison_rows
-    from longrope.rope import SPEC_FILE
-
+def _finished_pipeline(tmp_path: Path) -> Path:
+    """The output of a 4x -> fine-tune -> 16x -> short-factors plan run with the fake stages."""
     plan_file = tmp_path / "plan.toml"
     plan_file.write_text('[model]\nname = "tiny"\n\n[[stages]]\nkind = "search"\nfactor = 4\n\n'
                          '[[stages]]\nkind = "finetune"\nlength = 1024\nsteps = 10\n\n'
                          '[[stages]]\nkind = "search"\nfactor = 16\n\n[[stages]]\nkind = "search_short"\n')
     out = tmp_path / "out"
     progressive.extend(plan_file, out, progress=False)
+    return out
+
+
+def test_comparison_rows_follow_the_pipeline_outputs(fakes, tmp_path):
+    from longrope.recipes.compare import comparison_rows
+    from longrope.rope import SPEC_FILE
+
+    out = _finished_pipeline(tmp_path)
     for name in ("pi", "yarn"):
         tuned = tmp_path / name / "model"
         tuned.mkdir(parents=True)
@@ -226,12 +232,7 @@ def test_the_comparison_loads_each_model_once_and_keeps_the_rows_order(fakes, tm
 
     from longrope.recipes.compare import comparison_rows, compare_extension
 
-    plan_file = tmp_path / "plan.toml"
-    plan_file.write_text('[model]\nname = "tiny"\n\n[[stages]]\nkind = "search"\nfactor = 4\n\n'
-                         '[[stages]]\nkind = "finetune"\nlength = 1024\nsteps = 10\n\n'
-                         '[[stages]]\nkind = "search"\nfactor = 16\n\n[[stages]]\nkind = "search_short"\n')
-    out = tmp_path / "out"
-    progressive.extend(plan_file, out, progress=False)
+    out = _finished_pipeline(tmp_path)
     loads, evaluated = [], []
 
     def load_model(name, dtype=None):
