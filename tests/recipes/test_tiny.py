@@ -104,6 +104,38 @@ def test_marker_of_another_config_triggers_a_rebuild(tmp_path, monkeypatch):
     assert calls == [path]
 
 
+def test_marker_written_before_a_field_was_added_is_still_the_same_config(tmp_path, monkeypatch):
+    # A build made before `retrieval_composed_names` existed: its marker lacks the field, whose default (0)
+    # is what that build did, so it is reused, not rebuilt.
+    monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
+    path = tiny_path(MINI)
+    path.mkdir(parents=True)
+    old = MINI.to_json()
+    del old["retrieval_composed_names"]
+    (path / MARKER).write_text(json.dumps({"config": old}))
+    monkeypatch.setattr(tiny_module, "train_tiny", lambda *a, **k: pytest.fail("rebuilt"))
+    assert ensure_tiny(MINI) == path
+    assert TinyConfig.from_json({"name": "x", "no_such_field": 1}) is None
+
+
+def test_keys_recipe_differs_from_the_default_only_in_its_curriculum_and_steps():
+    default, keys = TinyConfig.default().to_json(), TinyConfig.keys().to_json()
+    assert {k for k in default if default[k] != keys[k]} == {
+        "name", "train_steps", "retrieval_pairing", "retrieval_composed_names"}
+    assert keys["retrieval_pairing"] == "mixed_keys" and keys["name"] == "tiny-stdlib-keys"
+
+
+def test_cli_recipe_choice_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
+    runner = CliRunner()
+    result = runner.invoke(tiny_app, ["info", "--recipe", "nope"])
+    assert isinstance(result.exception, LongRopeError) and "unknown recipe" in str(result.exception)
+    result = runner.invoke(tiny_app, ["info", "--recipe", "keys", "--test-size"])
+    assert isinstance(result.exception, LongRopeError)
+    result = runner.invoke(tiny_app, ["info", "--recipe", "keys"])  # not built in an empty cache
+    assert isinstance(result.exception, LongRopeError) and "tiny-stdlib-keys" in str(result.exception)
+
+
 def test_chunked_loss_matches_the_full_forward(tiny_model_dir):
     from transformers import LlamaForCausalLM
 

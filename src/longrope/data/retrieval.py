@@ -60,6 +60,21 @@ QUESTIONS = tuple(dict.fromkeys(f.question for f in TRAIN_FORMATS)) + (
     "assert self.{name} ==", "print({name})  # prints", "echo ${name} ->", "lookup {name} =>", "get {name}:",
     "the value of {name} is", "{name} ==", "return {name}  # returns",
 )
+# ``mixed_keys`` adds names quoted as string keys (subscripts, get/set calls, pairs): without them the model
+# answered ``SETTINGS["pass_key"] ==`` with a string, the usual right-hand side of a subscript comparison in the
+# stdlib (0/40 on the held-out format, measured). Half of its questions are drawn from ``KEY_QUESTIONS``: at one
+# in four that prior still won on trained subscript questions (5/10 at step 960 of a build, measured). The dict
+# literal ``{"name": value}`` and the container name ``SETTINGS`` stay out of every pairing: the held-out format
+# is still never trained.
+KEY_DEFINITIONS = (
+    'config["{name}"] = {value}\n', "options['{name}'] = {value}\n", 'registry.set("{name}", {value})\n',
+    '("{name}", {value}),\n', 'DEFAULTS["{name}"] = {value}\n',
+)
+KEY_QUESTIONS = (
+    'assert config["{name}"] ==', "assert options['{name}'] ==", 'print(registry.get("{name}"))  # prints',
+    "value = table['{name}']  # value is", 'assert environ.get("{name}") ==', 'assert DEFAULTS["{name}"] ==',
+    "assert CONFIG['{name}'] ==", 'if params["{name}"] ==',
+)
 HELD_OUT_FORMAT = RetrievalFormat("dict_literal", 'SETTINGS = {{"{name}": {value}}}\n', 'assert SETTINGS["{name}"] ==')
 
 # Half of the windows name their values with these constants instead of identifiers from the corpus: a few
@@ -87,6 +102,31 @@ def identifier_pool(texts: Iterable[str], size: int = 2000) -> list[str]:
     return [name for name, _ in counts.most_common(size)]
 
 
+# Names the passkey templates ask for; never drawn as a composed name, so the held-out measure also asks for a
+# name no training window used.
+HELD_OUT_NAMES = frozenset({"pass_key"})
+_WORD = re.compile(r"[a-z]{3,8}")
+
+
+def composed_names(pool: list[str], count: int, seed: int = 0) -> list[str]:
+    """``count`` distinct snake_case names joining two lowercase words of ``pool`` (``max_size``, ...).
+
+    The commonest identifiers alone taught lookup of names the model had seen many times: a name never seen
+    (``pass_key``) was retrieved 3 times in 10 where ``buffer_size`` was 10 in 10 (measured on the first
+    shipped model). Names drawn from a space too large to memorise make the lookup a copy of whatever name is
+    asked. Never one of ``HELD_OUT_NAMES``."""
+    words = sorted({w for w in pool if _WORD.fullmatch(w)})
+    if len(words) < 2:
+        raise LongRopeError("composed names need at least two lowercase words in the identifier pool")
+    rng = random.Random(f"composed-names-{seed}")
+    out: dict[str, None] = {}
+    while len(out) < min(count, len(words) * (len(words) - 1) - len(HELD_OUT_NAMES)):
+        name = "_".join(rng.sample(words, 2))
+        if name not in HELD_OUT_NAMES:
+            out[name] = None
+    return list(out)
+
+
 def _value(rng: random.Random, digits: tuple[int, ...]) -> str:
     """A number with one of ``digits`` digits (drawn uniformly from the tuple), never starting with 0."""
     n = rng.choice(digits)
@@ -102,16 +142,20 @@ def _neutral_filler(tokenizer, room: int, rng: random.Random) -> list[int]:
     return filler[:room]
 
 
-PAIRINGS = ("fixed", "mixed")
+PAIRINGS = ("fixed", "mixed", "mixed_keys")
 
 
 def retrieval_window(stream: torch.Tensor, length: int, tokenizer, names: list[str], rng: random.Random,
                      pairing: str = "fixed", digits: tuple[int, ...] = (5,)) -> torch.Tensor:
     """One training window of exactly ``length`` tokens (see the module docstring). ``pairing``: ``fixed``
-    draws one of ``TRAIN_FORMATS``; ``mixed`` pairs any of ``DEFINITIONS`` with any of ``QUESTIONS``.
+    draws one of ``TRAIN_FORMATS``; ``mixed`` pairs any of ``DEFINITIONS`` with any of ``QUESTIONS``;
+    ``mixed_keys`` also draws from ``KEY_DEFINITIONS``, and half of its questions from ``KEY_QUESTIONS``.
     ``digits``: the lengths of the values, drawn uniformly from the tuple."""
     if pairing == "mixed":
         fmt = RetrievalFormat("mixed", rng.choice(DEFINITIONS), rng.choice(QUESTIONS))
+    elif pairing == "mixed_keys":
+        fmt = RetrievalFormat("mixed_keys", rng.choice(DEFINITIONS + KEY_DEFINITIONS),
+                              rng.choice(KEY_QUESTIONS if rng.random() < 0.5 else QUESTIONS))
     elif pairing == "fixed":
         fmt = rng.choice(TRAIN_FORMATS)
     else:

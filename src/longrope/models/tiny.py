@@ -54,7 +54,10 @@ class TinyConfig:
     # Share of training windows from the retrieval curriculum (longrope.data.retrieval): values defined in
     # several formats and asked for at the end, so the model learns to retrieve inside its window.
     retrieval_fraction: float = 0.35
-    retrieval_pairing: str = "mixed"  # fixed formats, or any definition with any question (data.retrieval)
+    retrieval_pairing: str = "mixed"  # how definitions pair with questions (data.retrieval.PAIRINGS)
+    # Snake_case names composed of two corpus words, added to the 2000 commonest identifiers as names to define
+    # and ask for (data.retrieval.composed_names): lookup of names never seen before (0: identifiers only).
+    retrieval_composed_names: int = 0
     # Digits of the retrieved values. Mixed lengths taught the model to stop a 5-digit key early (measured).
     retrieval_digits: tuple[int, ...] = field(default=(5,))
 
@@ -68,6 +71,14 @@ class TinyConfig:
     def default(cls) -> TinyConfig:
         """The built-in model: 5.8M parameters, about an hour of training on 2 CPU cores (it ships built)."""
         return cls()
+
+    @classmethod
+    def keys(cls) -> TinyConfig:
+        """The quoted-key curriculum (``notes/tiny_model.md``, long run 5; not shipped): composed names, string-key
+        definitions and subscript questions, 1000 steps (about 20 minutes). It retrieves the held-out dict
+        literal, which the shipped model does not, at a weaker bits per character."""
+        return cls(name="tiny-stdlib-keys", train_steps=1000, retrieval_pairing="mixed_keys",
+                   retrieval_composed_names=4000)
 
     @classmethod
     def test(cls) -> TinyConfig:
@@ -96,6 +107,15 @@ class TinyConfig:
 
     def to_json(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: dict) -> TinyConfig | None:
+        """The config a marker records (fields added since it was written take their defaults, which keep the
+        old behaviour), or None if it is not one."""
+        try:
+            return cls(**data)
+        except (TypeError, LongRopeError):
+            return None
 
 
 # ----------------------------------------------------------------------------------------------- tokenizer

@@ -27,7 +27,7 @@ from rich.console import Console
 
 from longrope.atomic import atomic_dir, atomic_file, sweep_stale
 from longrope.data.corpus import Corpus, Document, StdlibCorpus
-from longrope.data.retrieval import identifier_pool, retrieval_window
+from longrope.data.retrieval import composed_names, identifier_pool, retrieval_window
 from longrope.data.samples import token_samples
 from longrope.models.tiny import (
     TRAIN_DOCUMENTS,
@@ -214,6 +214,7 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
     generator = torch.Generator().manual_seed(config.seed)
     rng = random.Random(config.seed)  # the retrieval curriculum's draws
     names = identifier_pool(d.text for d in documents)
+    names += composed_names(names, config.retrieval_composed_names, config.seed)
 
     checkpoint = checkpoint_path(out_dir)
     trainables = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
@@ -325,7 +326,7 @@ def ensure_tiny(config: TinyConfig | None = None, progress: bool = False) -> Pat
     """
     config = config or TinyConfig.default()
     path = tiny_path(config)
-    if is_complete(path) and tiny_metrics(path).get("config") == config.to_json():
+    if is_complete(path) and TinyConfig.from_json(tiny_metrics(path).get("config") or {}) == config:
         return path
     if path.exists():
         shutil.rmtree(path)
