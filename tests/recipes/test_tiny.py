@@ -134,6 +134,7 @@ def test_cli_recipe_choice_is_checked(tmp_path, monkeypatch):
     assert isinstance(result.exception, LongRopeError)
     result = runner.invoke(tiny_app, ["info", "--recipe", "keys"])  # not built in an empty cache
     assert isinstance(result.exception, LongRopeError) and "tiny-stdlib-keys" in str(result.exception)
+    assert "longrope tiny train --recipe keys" in str(result.exception)
 
 
 def test_chunked_loss_matches_the_full_forward(tiny_model_dir):

@@ -175,6 +175,7 @@ def info(
     else:
         path = tiny_path(_config(test_size, steps, recipe))
         if not is_complete(path):
-            raise LongRopeError(f"the tiny model is not built yet ({path}); run: longrope tiny train")
+            hint = "" if recipe == "default" else f" --recipe {recipe}"
+            raise LongRopeError(f"the tiny model is not built yet ({path}); run: longrope tiny train{hint}")
     console.print(f"model directory: {path}")
     console.print(metrics_table(path))
