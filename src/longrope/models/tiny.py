@@ -74,10 +74,10 @@ class TinyConfig:
 
     @classmethod
     def keys(cls) -> TinyConfig:
-        """The quoted-key curriculum (``notes/tiny_model.md``, long run 5; not shipped): composed names, string-key
-        definitions and subscript questions, 1000 steps (about 20 minutes). It retrieves the held-out dict
-        literal, which the shipped model does not, at a weaker bits per character."""
-        return cls(name="tiny-stdlib-keys", train_steps=1000, retrieval_pairing="mixed_keys",
+        """The quoted-key curriculum (``notes/tiny_model.md``, long run 6; not shipped yet): composed names,
+        string-key definitions and subscript questions, 1400 steps (about 27 minutes). It retrieves the held-out
+        dict literal, which the shipped model does not (test: 95% vs 0%), at 1.243 bits per character."""
+        return cls(name="tiny-stdlib-keys", train_steps=1400, retrieval_pairing="mixed_keys",
                    retrieval_composed_names=4000)
 
     @classmethod

@@ -149,7 +149,7 @@ def train(
     The shipped model (`--model tiny`) is not touched. The rebuilt one is loaded by its name,
     `--model tiny-stdlib` (`tiny-stdlib-keys` with --recipe keys, `...-stepsN` with --steps N), or by the
     directory printed at the end.
-    The default recipe takes about an hour on 2 CPU cores, `--recipe keys` about 20 minutes; a killed build
+    The default recipe takes about an hour on 2 CPU cores, `--recipe keys` about 27 minutes; a killed build
     leaves no half-written model.
     """
     config = _config(test_size, steps, recipe)
