@@ -116,6 +116,7 @@ def test_marker_written_before_a_field_was_added_is_still_the_same_config(tmp_pa
     monkeypatch.setattr(tiny_module, "train_tiny", lambda *a, **k: pytest.fail("rebuilt"))
     assert ensure_tiny(MINI) == path
     assert TinyConfig.from_json({"name": "x", "no_such_field": 1}) is None
+    assert TinyConfig.from_json(None) is None and TinyConfig.from_json({}) is None  # not the default config
 
 
 def test_keys_recipe_differs_from_the_default_only_in_its_curriculum_and_steps():

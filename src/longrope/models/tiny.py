@@ -109,9 +109,11 @@ class TinyConfig:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_json(cls, data: dict) -> TinyConfig | None:
+    def from_json(cls, data: dict | None) -> TinyConfig | None:
         """The config a marker records (fields added since it was written take their defaults, which keep the
-        old behaviour), or None if it is not one."""
+        old behaviour), or None if it is not one (a marker without a config is none: not the default)."""
+        if not isinstance(data, dict) or not data:
+            return None
         try:
             return cls(**data)
         except (TypeError, LongRopeError):

@@ -326,7 +326,7 @@ def ensure_tiny(config: TinyConfig | None = None, progress: bool = False) -> Pat
     """
     config = config or TinyConfig.default()
     path = tiny_path(config)
-    if is_complete(path) and TinyConfig.from_json(tiny_metrics(path).get("config") or {}) == config:
+    if is_complete(path) and TinyConfig.from_json(tiny_metrics(path).get("config")) == config:
         return path
     if path.exists():
         shutil.rmtree(path)
