@@ -11,6 +11,7 @@ Resumable: re-running skips finished stages and comparisons.
 import json
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from longrope.models.loading import load_model
@@ -24,6 +25,7 @@ EVAL = {"docs": 20, "trials": 20, "seed": 7}
 SHIPPED = default_plan_path().read_text()
 RETRIEVAL = next(line for line in SHIPPED.splitlines(keepends=True) if line.startswith("retrieval_fraction"))
 PLAIN = SHIPPED.replace(RETRIEVAL, "")  # the plan as first measured: plain train-split code only
+SHIPPED_RETRIEVAL = tomllib.loads(RETRIEVAL)["retrieval_fraction"]  # the plan's value, for the baselines too
 FINETUNE = 'batch_size = 4\n'  # the fine-tuning stage's line that the variants replace
 VARIANTS = {
     # The shipped plan: 35% of the fine-tuning sequences are retrieval windows (the model's pre-training mixture).
@@ -43,7 +45,7 @@ def baseline_finetunes(out: Path, variant: str) -> dict[str, Path]:
     """PI and YaRN at 4x fine-tuned with the variant's stage-2 settings (the same budget and data)."""
     dirs = {}
     specs = {"pi": LinearSpec(factor=4.0), "yarn": YarnSpec(factor=4.0)}
-    extra = {"retrieval_fraction": 0.35} if variant == "shipped" else {}
+    extra = {"retrieval_fraction": SHIPPED_RETRIEVAL} if variant == "shipped" else {}
     for name in BASELINES.get(variant, ()):
         target = out / f"{name}-ft-{variant}"
         if not (target / "model").is_dir():
