@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from longrope.cli import app
 from longrope.errors import LongRopeError
 from longrope.eval.cli import build_spec, default_factor, parse_lengths
+from longrope.rope import StringSpec
+from longrope.rope import load_spec as spec_of
 
 runner = CliRunner()
 
@@ -36,6 +38,13 @@ def test_build_spec(tmp_path):
     assert build_spec(str(path), 4.0, 256) == ("searched", build_spec("pi", 3.0, 256)[1])
     with pytest.raises(LongRopeError, match="unknown scaling method"):
         build_spec("bogus", 2.0, 256)
+    name, spec = build_spec("string+yarn", 4.0, 256)  # STRING over another method: S from the base's window
+    assert name == "string+yarn" and spec.base == build_spec("yarn", 4.0, 256)[1]
+    assert spec.resolved(256) == (int(0.33 * 1024), 128)
+    assert build_spec("string+" + str(path), 4.0, 256) == ("string+searched", StringSpec(base=spec_of(path)))
+    for bad in ("string+string", "string+bogus", "string+"):
+        with pytest.raises(LongRopeError):
+            build_spec(bad, 2.0, 256)
     with pytest.raises(LongRopeError, match="does not exist"):
         build_spec(str(tmp_path / "missing.json"), 2.0, 256)
 
@@ -51,11 +60,11 @@ def docs(tmp_path_factory):
 def test_ppl_command_writes_reports(tiny_loaded, tiny_model_dir, docs, tmp_path):
     out = tmp_path / "ppl"
     result = runner.invoke(app, ["eval", "ppl", "--model", str(tiny_model_dir), "--method", "none", "--method", "pi",
-                                 "--lengths", "1x,2x", "--corpus", str(docs), "--n-docs", "2", "--dtype", "fp32",
-                                 "--out", str(out), "--quiet"])
+                                 "--method", "string+pi", "--lengths", "1x,2x", "--corpus", str(docs), "--n-docs", "2",
+                                 "--dtype", "fp32", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "ppl.json").read_text())
-    assert data["settings"]["factor"] == 2.0 and set(data["ppl"]) == {"none", "pi"}
+    assert data["settings"]["factor"] == 2.0 and set(data["ppl"]) == {"none", "pi", "string+pi"}
     assert (out / "ppl.png").exists() and (out / "ppl.md").exists()
     assert "method" in result.output
 
@@ -74,7 +83,8 @@ def test_passkey_needle_ruler_commands(tiny_loaded, tiny_model_dir, tmp_path):
 
 
 def test_user_errors_are_longrope_errors(tiny_model_dir, tmp_path):
-    for args in (["--lengths", "0"], ["--method", "bogus"], ["--mode", "sideways"]):
+    for args in (["--lengths", "0"], ["--method", "bogus"], ["--mode", "sideways"],
+                 ["--method", "string+smollm2-16k"]):  # a preset of another model, under STRING too
         result = runner.invoke(app, ["eval", "ppl", "--model", str(tiny_model_dir), "--out", str(tmp_path), *args])
         assert isinstance(result.exception, LongRopeError), (args, result.output)
 

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from longrope.data.corpus import StdlibCorpus, stdlib_split_of
+from longrope.data.retrieval import CURRICULUM_COMPOSED_NAMES, CURRICULUM_PAIRING
 from longrope.errors import LongRopeError
 from longrope.models.tiny import (
     MARKER, TRAIN_DOCUMENTS, TinyConfig, is_complete, tiny_metrics, tiny_path, with_steps)
@@ -119,23 +120,18 @@ def test_marker_written_before_a_field_was_added_is_still_the_same_config(tmp_pa
     assert TinyConfig.from_json(None) is None and TinyConfig.from_json({}) is None  # not the default config
 
 
-def test_keys_recipe_differs_from_the_default_only_in_its_curriculum_and_steps():
-    default, keys = TinyConfig.default().to_json(), TinyConfig.keys().to_json()
-    assert {k for k in default if default[k] != keys[k]} == {
-        "name", "train_steps", "retrieval_pairing", "retrieval_composed_names"}
-    assert keys["retrieval_pairing"] == "mixed_keys" and keys["name"] == "tiny-stdlib-keys"
+def test_the_default_recipe_pretrains_with_the_fine_tuning_curriculum():
+    config = TinyConfig.default()
+    assert config.retrieval_pairing == CURRICULUM_PAIRING
+    assert config.retrieval_composed_names == CURRICULUM_COMPOSED_NAMES
+    assert config.retrieval_pairing == "mixed_keys" and config.name == "tiny-stdlib"
 
 
-def test_cli_recipe_choice_is_checked(tmp_path, monkeypatch):
+def test_info_on_a_rebuild_that_does_not_exist_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
-    runner = CliRunner()
-    result = runner.invoke(tiny_app, ["info", "--recipe", "nope"])
-    assert isinstance(result.exception, LongRopeError) and "unknown recipe" in str(result.exception)
-    result = runner.invoke(tiny_app, ["info", "--recipe", "keys", "--test-size"])
-    assert isinstance(result.exception, LongRopeError)
-    result = runner.invoke(tiny_app, ["info", "--recipe", "keys"])  # not built in an empty cache
-    assert isinstance(result.exception, LongRopeError) and "tiny-stdlib-keys" in str(result.exception)
-    assert "longrope tiny train --recipe keys" in str(result.exception)
+    result = CliRunner().invoke(tiny_app, ["info", "--built"])  # not built in an empty cache
+    assert isinstance(result.exception, LongRopeError) and "tiny-stdlib" in str(result.exception)
+    assert "longrope tiny train" in str(result.exception)
 
 
 def test_chunked_loss_matches_the_full_forward(tiny_model_dir):

@@ -143,6 +143,11 @@ def _neutral_filler(tokenizer, room: int, rng: random.Random) -> list[int]:
 
 
 PAIRINGS = ("fixed", "mixed", "mixed_keys")
+# The curriculum the built-in model is pre-trained with, and the fine-tuning mixture repeats
+# (`longrope.train.data.RetrievalMixed`): string keys and subscript questions, plus composed names, are what made
+# the held-out dict literal retrievable (notes/tiny_model.md, long runs 3-6).
+CURRICULUM_PAIRING = "mixed_keys"
+CURRICULUM_COMPOSED_NAMES = 4000
 
 
 def retrieval_window(stream: torch.Tensor, length: int, tokenizer, names: list[str], rng: random.Random,

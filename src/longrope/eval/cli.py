@@ -35,7 +35,8 @@ console = Console()
 ModelOpt = Annotated[str, typer.Option("--model", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id")]
 MethodOpt = Annotated[list[str] | None, typer.Option(
     "--method", help="Scaling method (none, pi, ntk, dynamic_ntk, yarn, llama3, string), a spec JSON file or "
-                     "a preset (`longrope presets`); repeatable. Default: none, pi, dynamic_ntk, yarn.")]
+                     "a preset (`longrope presets`); string+METHOD puts STRING on top of any of them "
+                     "(string+smollm2-16k); repeatable. Default: none, pi, dynamic_ntk, yarn.")]
 FactorOpt = Annotated[float | None, typer.Option(
     "--factor", help="Scale factor for named methods (default: longest length / original window, rounded up)")]
 LengthsOpt = Annotated[str | None, typer.Option(
@@ -149,8 +150,17 @@ def default_factor(lengths: list[int], window: int) -> float:
     return float(max(1, math.ceil(max(lengths) / window)))
 
 
+STRING_ON = "string+"  # `string+yarn`: STRING over another method, preset or spec file (StringSpec.base)
+
+
 def build_spec(method: str, factor: float, window: int) -> tuple[str, RopeSpec]:
-    """(table name, spec) for a method name, a spec JSON file or a shipped preset's name."""
+    """(table name, spec) for a method name, a spec JSON file or a shipped preset's name, or ``string+`` one
+    of them."""
+    if method.startswith(STRING_ON):
+        name, base = build_spec(method[len(STRING_ON):], factor, window)
+        if isinstance(base, StringSpec):
+            raise LongRopeError(f"{method}: STRING cannot sit on another STRING spec")
+        return STRING_ON + name, StringSpec(base=base)
     path = Path(method).expanduser()
     if method.endswith(".json") or path.is_file():
         return path.stem, load_spec(path)
@@ -185,7 +195,7 @@ def _setup(target: EvalTarget):
     model, tokenizer = load_model(target.model, dtype=target.dtype)
     geometry = model_geometry(model)
     for method in target.method or ():
-        check_preset_fits(method, geometry)
+        check_preset_fits(method.removeprefix(STRING_ON), geometry)
     window = geometry.original_window
     lengths = parse_lengths(target.lengths, window)
     factor = target.factor if target.factor is not None else default_factor(lengths, window)

@@ -86,17 +86,10 @@ tiny_app = typer.Typer(
     "(`--model tiny` everywhere); `longrope tiny train` rebuilds the same recipe from scratch into the cache.",
     no_args_is_help=True,
 )
-RECIPES = {"default": TinyConfig.default, "keys": TinyConfig.keys}
-RECIPE_HELP = ("default: the shipped model's recipe; keys: the quoted-key curriculum that also retrieves the "
-               "held-out dict literal (TinyConfig.keys, `--model tiny-stdlib-keys`)")
 
 
-def _config(test_size: bool, steps: int | None, recipe: str = "default") -> TinyConfig:
-    if recipe not in RECIPES:
-        raise LongRopeError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
-    if test_size and recipe != "default":
-        raise LongRopeError("--test-size is its own recipe; leave --recipe out")
-    config = TinyConfig.test() if test_size else RECIPES[recipe]()
+def _config(test_size: bool, steps: int | None) -> TinyConfig:
+    config = TinyConfig.test() if test_size else TinyConfig.default()
     return with_steps(config, steps) if steps is not None else config
 
 
@@ -142,17 +135,15 @@ def train(
     test_size: bool = typer.Option(
         False, "--test-size", help="The much smaller model used by tests (seconds)."
     ),
-    recipe: str = typer.Option("default", "--recipe", help=RECIPE_HELP),
 ) -> None:
     """Rebuild the tiny model (tokenizer + Llama) from scratch into the cache and print its metrics.
 
     The shipped model (`--model tiny`) is not touched. The rebuilt one is loaded by its name,
-    `--model tiny-stdlib` (`tiny-stdlib-keys` with --recipe keys, `...-stepsN` with --steps N), or by the
-    directory printed at the end.
-    The default recipe takes about an hour on 2 CPU cores, `--recipe keys` about 27 minutes; a killed build
-    leaves no half-written model.
+    `--model tiny-stdlib` (`tiny-stdlib-stepsN` with --steps N), or by the directory printed at the end.
+    It takes about 30 minutes on 2 CPU cores; a killed build resumes from its last checkpoint and never leaves
+    a half-written model.
     """
-    config = _config(test_size, steps, recipe)
+    config = _config(test_size, steps)
     path = (
         train_tiny(config, tiny_path(config), progress=True) if force else ensure_tiny(config, progress=True)
     )
@@ -167,15 +158,13 @@ def info(
     ),
     steps: int | None = typer.Option(None, "--steps", help="The rebuilt variant trained with --steps N."),
     test_size: bool = typer.Option(False, "--test-size", help="The rebuilt test-size model."),
-    recipe: str = typer.Option("default", "--recipe", help="The rebuilt model of this recipe. " + RECIPE_HELP),
 ) -> None:
     """Print where the tiny model is (shipped, or with --built the cached rebuild) and its metrics."""
-    if not (built or steps is not None or test_size or recipe != "default"):
+    if not (built or steps is not None or test_size):
         path = shipped_tiny_path()
     else:
-        path = tiny_path(_config(test_size, steps, recipe))
+        path = tiny_path(_config(test_size, steps))
         if not is_complete(path):
-            hint = "" if recipe == "default" else f" --recipe {recipe}"
-            raise LongRopeError(f"the tiny model is not built yet ({path}); run: longrope tiny train{hint}")
+            raise LongRopeError(f"the tiny model is not built yet ({path}); run: longrope tiny train")
     console.print(f"model directory: {path}")
     console.print(metrics_table(path))

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 import torch
 
 from longrope.data.corpus import Corpus
-from longrope.data.retrieval import identifier_pool, retrieval_window
+from longrope.data.retrieval import (
+    CURRICULUM_COMPOSED_NAMES,
+    CURRICULUM_PAIRING,
+    composed_names,
+    identifier_pool,
+    retrieval_window,
+)
 from longrope.data.samples import document_lengths, encode_documents
 from longrope.errors import LongRopeError
 
@@ -106,7 +112,8 @@ class RetrievalMixed:
     (`longrope.data.retrieval`: values defined at random depths, one asked for at the end, filler taken from the
     replaced row). Fine-tuning on the mixture a model was pre-trained with keeps its retrieval while the window
     grows. Whether row ``k`` is replaced, and by what, is a pure function of (seed, k), so resuming needs no
-    state. Identifiers for the definitions come from the first ``name_documents`` documents of ``corpus``."""
+    state. Names for the definitions: the identifiers of the first ``name_documents`` documents of ``corpus``
+    and names composed from them, as in the built-in model's pre-training (`longrope.data.retrieval`)."""
 
     def __init__(self, sequences: PackedSequences, fraction: float, seed: int = 0, name_documents: int = 300):
         self.sequences = sequences
@@ -115,6 +122,7 @@ class RetrievalMixed:
         self.seed = seed
         texts = (d.text for d in itertools.islice(sequences.corpus.documents(), name_documents))
         self.names = identifier_pool(texts)
+        self.names += composed_names(self.names, CURRICULUM_COMPOSED_NAMES, seed)
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         batch = self.sequences.batch(indices)
@@ -122,5 +130,5 @@ class RetrievalMixed:
             rng = random.Random(f"retrieval:{self.seed}:{index}")
             if rng.random() < self.fraction:
                 batch[row] = retrieval_window(batch[row], self.length, self.sequences.tokenizer, self.names, rng,
-                                              pairing="mixed")
+                                              pairing=CURRICULUM_PAIRING)
         return batch
