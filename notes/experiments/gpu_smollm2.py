@@ -1,8 +1,11 @@
-"""Issue 15 on a lent GPU (one short run): SmolLM2-135M passkey at 16k and 32k with many trials, and two more
+"""Issue 15 on a lent GPU (short runs): SmolLM2-135M passkey at 16k and 32k with many trials, and two more
 16k searches (a second perplexity seed, and a needle-aware one started from the preset), chosen on validation.
+Later rounds, each decided from the one before: ``--round2`` (the model's own retrieval in its window, and a
+LongRoPE2-mode needle search), ``--round3`` (STRING on SmolLM2, and its CUDA core against CPU), ``--round4``
+(STRING on the presets with full trial counts). Results: notes/experiments/results/, write-up notes/smollm2.md.
 
-    python notes/experiments/gpu_smollm2.py MODEL.gguf OUT_DIR            # on the GPU machine
-    python notes/experiments/gpu_smollm2.py tiny OUT_DIR --dry-run        # the same code paths on CPU, in minutes
+    python notes/experiments/gpu_smollm2.py MODEL.gguf OUT_DIR [--roundN]  # on the GPU machine
+    python notes/experiments/gpu_smollm2.py tiny OUT_DIR --dry-run [--roundN]  # the same code on CPU, in minutes
 
 Data, and what each is used for (nothing that chooses is used to report):
 - passkey prompts (natural template) seed 1: test (reported); seed 2: validation (choice between candidates);
