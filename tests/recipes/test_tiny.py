@@ -105,17 +105,19 @@ def test_marker_of_another_config_triggers_a_rebuild(tmp_path, monkeypatch):
     assert calls == [path]
 
 
-def test_marker_written_before_a_field_was_added_is_still_the_same_config(tmp_path, monkeypatch):
-    # A build made before `retrieval_composed_names` existed: its marker lacks the field, whose default (0)
-    # is what that build did, so it is reused, not rebuilt.
+def test_marker_written_before_a_field_was_added_reads_as_what_that_build_did(tmp_path, monkeypatch):
+    # A build made before `retrieval_composed_names` existed had no composed names; its marker lacks the field.
+    # It is the same config as one asking for 0 composed names (reused), not as the default's 4000 (rebuilt).
     monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
-    path = tiny_path(MINI)
+    without = replace(MINI, retrieval_composed_names=0)
+    path = tiny_path(without)
     path.mkdir(parents=True)
-    old = MINI.to_json()
+    old = without.to_json()
     del old["retrieval_composed_names"]
     (path / MARKER).write_text(json.dumps({"config": old}))
     monkeypatch.setattr(tiny_module, "train_tiny", lambda *a, **k: pytest.fail("rebuilt"))
-    assert ensure_tiny(MINI) == path
+    assert ensure_tiny(without) == path
+    assert TinyConfig.from_json(old) != replace(without, retrieval_composed_names=MINI.retrieval_composed_names)
     assert TinyConfig.from_json({"name": "x", "no_such_field": 1}) is None
     assert TinyConfig.from_json(None) is None and TinyConfig.from_json({}) is None  # not the default config
 

@@ -24,6 +24,11 @@ TRAIN_DOCUMENTS = "train_documents.txt"
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
 
+# Fields added to `TinyConfig` after builds were cached, with what those builds did: their markers lack the field.
+# (Not the field's default, which may have changed since: composed names became the default recipe later.)
+FIELDS_ADDED = {"retrieval_composed_names": 0}
+
+
 @dataclass
 class TinyConfig:
     """Everything that determines the tiny model; ``name`` is its cache directory under ``models/``."""
@@ -103,12 +108,13 @@ class TinyConfig:
 
     @classmethod
     def from_json(cls, data: dict | None) -> TinyConfig | None:
-        """The config a marker records (fields added since it was written take their defaults, which keep the
-        old behaviour), or None if it is not one (a marker without a config is none: not the default)."""
+        """The config a marker records (a field added since it was written takes the value builds had before
+        it existed, ``FIELDS_ADDED``), or None if it is not one (a marker without a config is none: not the
+        default)."""
         if not isinstance(data, dict) or not data:
             return None
         try:
-            return cls(**data)
+            return cls(**{**FIELDS_ADDED, **data})
         except (TypeError, LongRopeError):
             return None
 
