@@ -127,6 +127,13 @@ def composed_names(pool: list[str], count: int, seed: int = 0) -> list[str]:
     return list(out)
 
 
+def curriculum_names(texts: Iterable[str], composed: int, seed: int = 0) -> list[str]:
+    """The names retrieval windows define and ask for: the commonest identifiers of ``texts``, then
+    ``composed`` names built from them (`composed_names`)."""
+    names = identifier_pool(texts)
+    return names + composed_names(names, composed, seed)
+
+
 def _value(rng: random.Random, digits: tuple[int, ...]) -> str:
     """A number with one of ``digits`` digits (drawn uniformly from the tuple), never starting with 0."""
     n = rng.choice(digits)

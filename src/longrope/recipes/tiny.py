@@ -27,7 +27,7 @@ from rich.console import Console
 
 from longrope.atomic import atomic_dir, atomic_file, sweep_stale
 from longrope.data.corpus import Corpus, Document, StdlibCorpus
-from longrope.data.retrieval import composed_names, identifier_pool, retrieval_window
+from longrope.data.retrieval import curriculum_names, retrieval_window
 from longrope.data.samples import token_samples
 from longrope.models.tiny import (
     TRAIN_DOCUMENTS,
@@ -213,8 +213,7 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     generator = torch.Generator().manual_seed(config.seed)
     rng = random.Random(config.seed)  # the retrieval curriculum's draws
-    names = identifier_pool(d.text for d in documents)
-    names += composed_names(names, config.retrieval_composed_names, config.seed)
+    names = curriculum_names((d.text for d in documents), config.retrieval_composed_names, config.seed)
 
     checkpoint = checkpoint_path(out_dir)
     trainables = {"model": model, "optimizer": optimizer, "scheduler": scheduler}

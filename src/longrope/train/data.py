@@ -15,13 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from longrope.data.corpus import Corpus
-from longrope.data.retrieval import (
-    CURRICULUM_COMPOSED_NAMES,
-    CURRICULUM_PAIRING,
-    composed_names,
-    identifier_pool,
-    retrieval_window,
-)
+from longrope.data.retrieval import CURRICULUM_COMPOSED_NAMES, CURRICULUM_PAIRING, curriculum_names, retrieval_window
 from longrope.data.samples import document_lengths, encode_documents
 from longrope.errors import LongRopeError
 
@@ -121,8 +115,7 @@ class RetrievalMixed:
         self.fraction = fraction
         self.seed = seed
         texts = (d.text for d in itertools.islice(sequences.corpus.documents(), name_documents))
-        self.names = identifier_pool(texts)
-        self.names += composed_names(self.names, CURRICULUM_COMPOSED_NAMES, seed)
+        self.names = curriculum_names(texts, CURRICULUM_COMPOSED_NAMES, seed)
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         batch = self.sequences.batch(indices)
