@@ -124,27 +124,32 @@ def yarn_spec(tmp_path):
 def test_an_export_killed_at_any_point_leaves_a_whole_export_and_the_next_run_cleans_up(tmp_path, env, yarn_spec):
     out = tmp_path / "export"
     export = ["export", "tiny", "--spec", yarn_spec, "--gguf", "--out", out]
-    started = time.time()
-    first = _longrope(export, env)
-    _, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err
-    seconds = time.time() - started
-    old = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    assert set(old) == EXPORT_FILES
+    for _ in range(2):  # the first run fills the cache; time the second, as warm as the runs stopped below
+        started = time.time()
+        first = _longrope([*export, "--force"], env)
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
+        seconds = time.time() - started
+    assert set(p.name for p in out.iterdir()) == EXPORT_FILES
 
-    # Stop a --force re-export late in its run (staging, GGUF, publishing) with Ctrl-C and with SIGKILL.
-    stopped = 0
-    for stop, fraction in [(signal.SIGINT, 0.7), (signal.SIGKILL, 0.8), (signal.SIGINT, 0.9), (signal.SIGKILL, 0.95)]:
-        proc = _longrope([*export, "--force"], env)
-        time.sleep(seconds * fraction)
-        proc.send_signal(stop)
-        _, err = proc.communicate(timeout=120)
-        assert "Traceback" not in err, err
-        stopped += proc.returncode in (130, -signal.SIGKILL)
-        assert set(p.name for p in out.iterdir()) == EXPORT_FILES, (stop, fraction, err)  # old or new, but whole
-        if stop == signal.SIGINT and proc.returncode == 130:
+    # Stop a --force re-export late in its run (staging, GGUF, publishing) with Ctrl-C and with SIGKILL. On busy
+    # cores a run can finish before the signal: then try again earlier, so that every signal lands mid-run.
+    for stop in [signal.SIGINT, signal.SIGKILL, signal.SIGINT, signal.SIGKILL]:
+        fraction = 0.9
+        for _ in range(6):
+            proc = _longrope([*export, "--force"], env)
+            time.sleep(seconds * fraction)
+            proc.send_signal(stop)
+            _, err = proc.communicate(timeout=120)
+            assert "Traceback" not in err, err
+            assert set(p.name for p in out.iterdir()) == EXPORT_FILES, (stop, fraction, err)  # old or new, but whole
+            if proc.returncode in (130, -signal.SIGKILL):
+                break
+            assert proc.returncode in (0, -signal.SIGINT), err  # done, or Ctrl-C in the interpreter's shutdown
+            fraction *= 0.7
+        assert proc.returncode in (130, -signal.SIGKILL), (stop, err)  # the signal came before the end
+        if stop == signal.SIGINT:
             assert "interrupted" in err and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
-    assert stopped >= 2  # the signals came before the end, not after it
     again = _longrope([*export, "--force"], env)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
@@ -219,3 +224,19 @@ def test_ctrl_c_during_extend_keeps_the_stage_and_the_printed_command_finishes_t
     assert orders == list(range(len(orders)))
     assert log.read_text().startswith(before) and log.stat().st_ino == inode  # continued, not restarted
     assert (out / "01-search" / "DONE").exists() and (out / "02-export" / "DONE").exists()
+
+
+def test_a_ctrl_c_inside_interrupts_deferred_waits_for_the_block_to_finish():
+    from longrope.interrupts import interrupts_deferred
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal is delivered here, and held
+            steps.append("second write")
+    assert steps == ["second write"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupts_deferred():  # nothing pending: the block ends normally
+        steps.append("again")
+    assert steps == ["second write", "again"]

@@ -27,6 +27,7 @@ LAYERS = {
     "rope": 1,
     "presets": 1,  # the shipped preset JSON files (package data, read by rope.preset_files)
     "attention": 2,
+    "inplace_layers": 2,  # in-place RMSNorm / MLP forwards for scoring, beside attention.blocked
     "loss": 3,
     "data": 4,
     "models": 5,

@@ -8,7 +8,9 @@ expects), never a traceback.
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,6 +26,27 @@ def on_interrupt(message: str) -> Iterator[None]:
         if not getattr(exc, "longrope_message", None):
             exc.longrope_message = message
         raise
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside this block until the block ends, then raise it.
+
+    For writes that must happen together (a log line and the state that counts it): a Ctrl-C between them
+    would throw away finished work on resume. Only the main thread can take signals; elsewhere a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def interrupt_message(exc: KeyboardInterrupt) -> str:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from longrope.attention.patch import restore
 from longrope.errors import LongRopeError
+from longrope.interrupts import interrupts_deferred
 from longrope.rope import RopeGeometry
 from longrope.search.distributed import Comm, init_from_env
 from longrope.search.fitness import Evaluation, Evaluator, FitnessData, PenalizedEvaluator, RacingRule
@@ -168,9 +169,10 @@ class SearchRun:
                 rows.append(log_row(self.state, record))
             self.state.seconds += time.perf_counter() - self.started
             self.started = time.perf_counter()
-            if self.log is not None:
-                self.state.log_bytes = self.log.append(rows)
-            self.save()
+            with interrupts_deferred():  # the log's new rows and the state that counts them, or neither
+                if self.log is not None:
+                    self.state.log_bytes = self.log.append(rows)
+                self.save()
             if bar is not None:
                 bar.update(task, advance=len(round_keys), best=best_text(self.state))
 
