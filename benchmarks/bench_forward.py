@@ -3,6 +3,8 @@
     python benchmarks/bench_forward.py            # tiny model at 256..2048, SmolLM2 at 4k and 8k if installed
     python benchmarks/bench_forward.py --quick    # seconds, a random model: the CI smoke test
     python benchmarks/bench_forward.py --profile  # + torch.profiler table of the longest forward's top ops
+    python benchmarks/bench_forward.py --ablation # + the last model's longest forward without the in-place
+                                                  #   layers and the row-wise logsumexp, timed alternately
 
 The tiny rows use the trained built-in model if it is built, else random weights of its shape (same speed).
 
@@ -12,8 +14,10 @@ The peak is a 2048^3 bf16 matmul measured in the same run. Exits non-zero if a s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -57,6 +61,41 @@ def profile_forward(model, length: int, rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48))
 
 
+@contextlib.contextmanager
+def without_scoring_extras():
+    """`token_nll` as before 2026-11-26: transformers' own RMSNorm / MLP forwards, one float32 logsumexp per
+    1024-position chunk."""
+    from longrope import loss
+
+    saved = loss.inplace_layers, loss.LOGSUMEXP_ROWS
+    loss.inplace_layers, loss.LOGSUMEXP_ROWS = (lambda model: contextlib.nullcontext(0)), 1 << 30
+    try:
+        yield
+    finally:
+        loss.inplace_layers, loss.LOGSUMEXP_ROWS = saved
+
+
+def ablation(model, name: str, length: int, rounds: int = 3) -> None:
+    """Alternate forwards with and without the in-place layers and row-wise logsumexp; print the time ratio."""
+    ids = torch.randint(3, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(2))
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    with torch.no_grad():
+        first = token_nll(model, ids)
+        with without_scoring_extras():
+            same = torch.equal(first, token_nll(model, ids))
+        for _ in range(rounds):
+            for label in ("without", "with"):
+                with without_scoring_extras() if label == "without" else contextlib.nullcontext():
+                    started = time.perf_counter()
+                    token_nll(model, ids)
+                    times[label].append(time.perf_counter() - started)
+    best = {label: min(values) for label, values in times.items()}
+    print(f"\nablation, {name} at {length} tokens (best of {rounds}, alternating): without {best['without']:.3f} s, "
+          f"with {best['with']:.3f} s: ratio {best['with'] / best['without']:.3f}; same NLL bit for bit: {same}")
+    if not same:
+        raise SystemExit("sanity: the in-place layers changed the NLL")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a random tiny model, short lengths (CI smoke test)")
@@ -64,6 +103,9 @@ def main() -> int:
     parser.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="ROWS",
                         help="print a torch.profiler table (top ROWS ops, default 15) of one forward of the last "
                              "model at its longest length (SmolLM2 8k, or the tiny model at 2048)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="time the last model's longest forward with and without the in-place layers and the "
+                             "row-wise logsumexp (alternating, same process)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -81,7 +123,7 @@ def main() -> int:
                              num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
         model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
         rows = measure(model, "random", [128, 512], peak, repeats=2)
-        last = (model, 512)
+        last = (model, 512, "random")
     else:
         from bench_scaling import shipped_tiny
 
@@ -90,7 +132,7 @@ def main() -> int:
         model, what = shipped_tiny(torch.bfloat16)
         print(f"tiny: {what}")
         rows = measure(model, "tiny", [256, 512, 1024, 2048], peak, repeats=3)
-        last = (model, 2048)
+        last = (model, 2048, "tiny")
         if not args.skip_smollm2:
             try:
                 model, _ = load_model("smollm2", dtype="bfloat16")
@@ -98,9 +140,11 @@ def main() -> int:
                 print(f"smollm2 skipped: {exc}")
             else:
                 rows += measure(model, "smollm2", [4096, 8192], peak, repeats=3)  # best of 3: one forward is noisy
-                last = (model, 8192)
+                last = (model, 8192, "smollm2")
     if args.profile:
-        profile_forward(*last, args.profile)
+        profile_forward(last[0], last[1], args.profile)
+    if args.ablation:
+        ablation(last[0], last[2], last[1])
     for name, length, _, _, efficiency in rows:
         if name == "smollm2" and length == 8192:
             print(f"GOAL SmolLM2 at 8k: {100 * efficiency:.1f}% of bf16 peak (target >= 50%): "

@@ -18,10 +18,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @functools.cache  # each script runs once per session; the tests read its output
-def run_quick(script: str) -> subprocess.CompletedProcess:
+def run_quick(script: str, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick"], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=BENCHMARKS.parent)
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *extra], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=BENCHMARKS.parent)
 
 
 def _explain(proc: subprocess.CompletedProcess) -> str:
@@ -41,6 +41,13 @@ def test_forward_quick_result_is_a_percentage_of_peak():
     match = re.search(r"^RESULT best efficiency ([0-9.]+)% of bf16 peak", proc.stdout, re.MULTILINE)
     assert match, _explain(proc)
     assert 0 < float(match.group(1)) < 200
+
+
+def test_forward_ablation_checks_the_nll_is_unchanged_and_prints_a_ratio():
+    proc = run_quick("bench_forward.py", "--ablation")
+    match = re.search(r"ratio ([0-9.]+); same NLL bit for bit: True", proc.stdout)
+    assert proc.returncode == 0 and match, _explain(proc)
+    assert float(match.group(1)) > 0
 
 
 def test_scaling_quick_prints_a_finite_exponent():
