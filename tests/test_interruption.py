@@ -229,14 +229,19 @@ def test_ctrl_c_during_extend_keeps_the_stage_and_the_printed_command_finishes_t
 def test_a_ctrl_c_inside_interrupts_deferred_waits_for_the_block_to_finish():
     from longrope.interrupts import interrupts_deferred
 
+    # Python's own Ctrl-C handler, as a terminal's process has it (a shell's background job ignores SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     steps = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal is delivered here, and held
-            steps.append("second write")
-    assert steps == ["second write"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with interrupts_deferred():  # nothing pending: the block ends normally
-        steps.append("again")
-    assert steps == ["second write", "again"]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal is delivered here, and held
+                steps.append("second write")
+        assert steps == ["second write"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with interrupts_deferred():  # nothing pending: the block ends normally
+            steps.append("again")
+        assert steps == ["second write", "again"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
