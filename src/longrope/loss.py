@@ -43,14 +43,17 @@ def hidden_nll(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chun
     the logsumexp run `LOGSUMEXP_ROWS` positions at a time, so they stay in cache: half the head's time at 8k.
     """
     out = torch.empty(labels.shape, dtype=torch.float32, device=hidden.device)
-    scale = 1.0 if logit_scale is None else logit_scale
     for start in range(0, hidden.shape[1], chunk):
         stop = min(start + chunk, hidden.shape[1])
         logits = head(hidden[:, start:stop])  # [B, c, V], the model's dtype
-        target = logits.gather(-1, labels[:, start:stop, None]).squeeze(-1).float() * scale
+        target = logits.gather(-1, labels[:, start:stop, None]).squeeze(-1).float()
+        if logit_scale is not None:
+            target = target * logit_scale
         for row in range(start, stop, LOGSUMEXP_ROWS):
             end = min(row + LOGSUMEXP_ROWS, stop)
-            rows = logits[:, row - start : end - start].float() * scale
+            rows = logits[:, row - start : end - start].float()
+            if logit_scale is not None:
+                rows = rows * logit_scale
             out[:, row:end] = torch.logsumexp(rows, dim=-1) - target[:, row - start : end - start]
     return out
 
