@@ -3,6 +3,7 @@
     python benchmarks/bench_search.py            # built-in tiny model, 8x (2048 tokens), validation docs
     python benchmarks/bench_search.py --quick    # random tiny model and random tokens: seconds (run by a test)
     python benchmarks/bench_search.py --science  # + test-split perplexity of PI / NTK / YaRN / searched
+    python benchmarks/bench_search.py --replay DIR/evaluations.jsonl --parents 4   # a plain run's log only
 
 "Plain" is the reference algorithm: every candidate scored on every document, one candidate per forward, fp32.
 "Ours" races candidates document by document, puts ``--batch`` candidates in one forward and runs in bf16.
@@ -82,29 +83,78 @@ def rescore(model, data: FitnessData, spec) -> float:
     return Evaluator(model, data, batch=1).evaluate([spec])[0].fitness
 
 
-def replay_wrong_drops(log_path: Path, parents: int, rank: int, z: float | None) -> tuple[int, int, int, int]:
+def log_generations(log_path: Path) -> dict[int, list[dict]]:
+    """The rows of a search's evaluations.jsonl, by generation, in log order."""
+    generations: dict[int, list[dict]] = {}
+    for line in log_path.read_text().splitlines():
+        row = json.loads(line)
+        generations.setdefault(row["generation"], []).append(row)
+    return generations
+
+
+def best_of(rows: list[dict], parents: int) -> list[dict]:
+    return sorted(rows, key=lambda r: (r["fitness"], r["order"]))[:parents]
+
+
+def replay_wrong_drops(log_path: Path, parents: int, rank: int, z: float | None) -> tuple[int, int, int, int, float]:
     """Replay the racing rule on a plain run's log, generation by generation, children only.
 
     Returns (children the rule would drop, of which entered the top ``rank`` (wrong drops), children that
-    entered the parent set, children). The plain run scored every child fully, so this shows the rule's
-    decisions on the reference trajectory.
+    entered the parent set, children, the children's document scorings the rule needs / all of them). The
+    plain run scored every child fully, so this shows the rule's decisions on the reference trajectory.
     """
-    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
-    generations: dict[int, list[dict]] = {}
-    for row in rows:
-        generations.setdefault(row["generation"], []).append(row)
-    ranked = sorted(generations.get(0, []), key=lambda r: (r["fitness"], r["order"]))[:parents]
-    dropped = wrong = entered = total = 0
+    generations = log_generations(log_path)
+    ranked = best_of(generations.get(0, []), parents)
+    dropped = wrong = entered = total = scored = docs = 0
     for generation in sorted(generations)[1:]:
-        rule = racing_rule([(r["fitness"], r["per_doc"]) for r in ranked[:rank]], z)
+        rule = racing_rule([(r["fitness"], r["per_doc"]) for r in ranked], z, min(rank, len(ranked)))
         for r in generations[generation]:
+            k = len(r["per_doc"])
             total += 1
+            docs += k
             entered += r["fitness"] < ranked[-1]["fitness"]
-            if any(rule.drops(r["per_doc"][:n]) for n in range(1, len(r["per_doc"]))):
+            looks = [n for n in range(1, k) if rule.drops(r["per_doc"][:n])]
+            scored += looks[0] if looks else k
+            if looks:
                 dropped += 1
                 wrong += r["fitness"] < rule.threshold
-        ranked = sorted(ranked + generations[generation], key=lambda r: (r["fitness"], r["order"]))[:parents]
-    return dropped, wrong, entered, total
+        ranked = best_of(ranked + generations[generation], parents)
+    return dropped, wrong, entered, total, scored / max(docs, 1)
+
+
+def trajectory_floor(log_path: Path, parents: int) -> tuple[float, int, int]:
+    """The fewest document scorings any racing rule needs to follow a plain run's trajectory exactly.
+
+    Such a rule must score fully every individual that is a parent when children are bred, and the final best
+    (racing drops are decided on partial scores, selection on full ones), and at least one document of every
+    other. Returns (that fraction of the plain run's scorings, individuals scored fully, individuals).
+    """
+    generations = log_generations(log_path)
+    rows = [r for g in sorted(generations) for r in generations[g]]
+    breeders: set[int] = set()
+    ranked: list[dict] = []
+    for generation in sorted(generations):
+        ranked = best_of(ranked + generations[generation], parents)
+        if generation < max(generations):
+            breeders |= {r["order"] for r in ranked}
+    breeders.add(ranked[0]["order"])
+    needed = sum(len(r["per_doc"]) if r["order"] in breeders else 1 for r in rows)
+    return needed / sum(len(r["per_doc"]) for r in rows), len(breeders), len(rows)
+
+
+def print_replay(log_path: Path, parents: int, rank: int, z: float | None) -> None:
+    """What racing would do on an existing plain run's log (no model needed)."""
+    dropped, wrong, entered, total, share = replay_wrong_drops(log_path, parents, rank, z)
+    floor, full, individuals = trajectory_floor(log_path, parents)
+    print(
+        f"racing replayed on the plain run's log: {entered} of {total} children entered the parent set; "
+        f"the rule drops {dropped}, {wrong} of them wrongly (they entered the top {rank}); it scores "
+        f"{share:.3f} of the children's documents"
+    )
+    print(
+        f"trajectory floor: following the plain run exactly needs {full} of {individuals} individuals scored "
+        f"fully and one document of each other: {floor:.3f} of the plain run's forward tokens at best"
+    )
 
 
 def test_perplexity(model, tokenizer, specs: dict, length: int, docs: int) -> dict[str, float]:
@@ -174,11 +224,7 @@ def compare(model, tokenizer, data, args, budget: dict, z, seed: int, out: Path,
             f"ratios ours/plain: forward tokens {ratios['tokens']:.3f}, wall time {ratios['wall']:.3f}, "
             f"fitness difference (fp32) {ratios['gap']:+.4f} nats"
         )
-        dropped, wrong, entered, total = replay_wrong_drops(plain.log_path, base.parents, rank, z)
-        print(
-            f"racing replayed on the plain run's log: {entered} of {total} children entered the parent set; "
-            f"the rule drops {dropped}, {wrong} of them wrongly (they entered the top {rank})"
-        )
+        print_replay(plain.log_path, base.parents, rank, z)
         runs["_ratios"] = ratios
     return runs
 
@@ -213,7 +259,15 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in --out and resume them (a finished run is read back, with the "
                              "wall time it recorded): compare several settings of ours against one plain run")
+    parser.add_argument("--replay", type=Path, default=None, metavar="LOG",
+                        help="only replay racing on this plain run's evaluations.jsonl (with --parents, --rank, --z)")
     args = parser.parse_args()
+    if args.replay:
+        parents = args.parents or SearchConfig.parents
+        rank = args.rank or replace(SearchConfig(), parents=parents).race_rank
+        z = SearchConfig.racing_z if args.z is None else (None if args.z < 0 else args.z)
+        print_replay(args.replay, parents, rank, z)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     z = SearchConfig.racing_z if args.z is None else (None if args.z < 0 else args.z)

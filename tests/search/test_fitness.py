@@ -127,6 +127,18 @@ def test_paired_spread_ignores_offsets_and_document_difficulty():
     assert racing_rule([(2.0, [1.0, 3.0])], z=None) == RacingRule(2.0, (1.0, 3.0), 0.0, None)
 
 
+def test_racing_against_the_best_learns_the_spread_from_every_parent():
+    """Rank 1 races against the best, but the spread of paired differences comes from all the parents given
+    (with the best alone there is nothing to learn it from, and the rule would drop on any gap)."""
+    parents = [(2.0, [1.0, 2.0, 3.0]), (2.1, [1.1, 2.1, 3.1]), (2.2, [1.2, 2.3, 3.1])]
+    best = racing_rule(parents, z=1.5, rank=1)
+    assert best.threshold == 2.0 and best.reference == (1.0, 2.0, 3.0)
+    by_hand = paired_spread([[1.1, 2.1, 3.1], [1.2, 2.3, 3.1], [1.0, 2.0, 3.0]])
+    assert best.sigma == pytest.approx(by_hand) and best.sigma > 0.01
+    assert racing_rule(parents, z=1.5) == racing_rule(parents, z=1.5, rank=3)  # default: the last
+    assert racing_rule(parents, z=1.5, rank=3).reference == (1.2, 2.3, 3.1)
+
+
 def test_predictive_bound_formula():
     """Slow, written-out version of the rule: mean gap so far minus z prediction deviations."""
     rule = RacingRule(threshold=3.0, reference=(2.0, 3.0, 4.0, 3.0), sigma=0.1, z=2.0)

@@ -217,10 +217,14 @@ def paired_spread(rows: list[list[float]]) -> float:
     return max(math.sqrt(sum(x * x for x in deviations) / dof) if deviations else 0.0, 1e-4)
 
 
-def racing_rule(ranked: list[tuple[float, list[float]]], z: float | None) -> RacingRule:
-    """The rule racing against the last of ``ranked`` = [(fitness, per-document NLL)], best first."""
-    threshold, reference = ranked[-1]
-    sigma = 0.0 if z is None else paired_spread([row for _, row in ranked])
+def racing_rule(ranked: list[tuple[float, list[float]]], z: float | None, rank: int | None = None) -> RacingRule:
+    """The rule racing against the ``rank``-th (default: the last) of ``ranked`` = [(fitness, per-document
+    NLL)] of complete individuals, best first. ``sigma`` pools the paired differences of *all* of ``ranked``
+    to that reference: racing against the best alone (rank 1) must still learn how documents disagree."""
+    rank = len(ranked) if rank is None else rank
+    threshold, reference = ranked[rank - 1]
+    others = [row for i, (_, row) in enumerate(ranked) if i != rank - 1]
+    sigma = 0.0 if z is None else paired_spread([*others, reference])
     return RacingRule(float(threshold), tuple(reference), sigma, z)
 
 

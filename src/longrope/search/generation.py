@@ -128,7 +128,8 @@ def setup_group(state: SearchState, config: SearchConfig) -> None:
     the initial population, the groups before this one). With rank ``parents`` that is the worst parent: a
     candidate whose fitness is above it has ``parents`` better individuals and cannot be selected. The
     default, a quarter of the parents, asks a child to promise a place in that top before it is scored
-    fully (with ``estimated_parents`` it may still become a parent by its predicted fitness).
+    fully (with ``estimated_parents`` it may still become a parent by its predicted fitness). The rule's
+    spread is pooled over the best ``parents`` complete individuals of the reference set, whatever the rank.
     """
     rule = None
     if config.racing:
@@ -137,10 +138,10 @@ def setup_group(state: SearchState, config: SearchConfig) -> None:
         else:
             reference = state.parents
         rank = config.race_rank
-        ranked = complete_fitness(state, reference)[:rank]
-        if len(ranked) == rank:
+        ranked = complete_fitness(state, reference)[: config.parents]
+        if len(ranked) >= rank:
             rows = [(fitness, state.records[key].per_doc) for fitness, key in ranked]
-            rule = racing_rule(rows, config.racing_z)
+            rule = racing_rule(rows, config.racing_z, rank)
     state.racing = None if rule is None else rule.to_json()
     state.threshold = None if rule is None else rule.threshold
     state.group_ready = True
