@@ -13,7 +13,8 @@ What makes it faster at equal quality (see `fitness` and notes/search.md):
   it has ``parents`` individuals at least as good and cannot be selected, so the reference algorithm's
   selection is kept. By default children race against the parent at a quarter of the parent set
   and dropped ones still compete for the parent set with their predicted fitness (``estimated_parents``);
-  `benchmarks/bench_search.py` measured this at ~0.48x the forward tokens and equal best fitness. The
+  `benchmarks/bench_search.py` measured 0.48x (previous built-in model) and 0.56x (shipped model) the forward
+  tokens at best fitness equal within the seed spread (BENCHMARKS.md section 3). The
   initial population is raced too: its first ``racing_rank`` members (the seeds first) are scored fully,
   the rest in groups against the best so far. Rules are fixed when a candidate group starts, so results do
   not depend on batching, on the number of ranks, or on interruptions;
