@@ -262,15 +262,14 @@ def main() -> int:
     parser.add_argument("--replay", type=Path, default=None, metavar="LOG",
                         help="only replay racing on this plain run's evaluations.jsonl (with --parents, --rank, --z)")
     args = parser.parse_args()
+    z = SearchConfig.racing_z if args.z is None else (None if args.z < 0 else args.z)
     if args.replay:
         parents = args.parents or SearchConfig.parents
         rank = args.rank or replace(SearchConfig(), parents=parents).race_rank
-        z = SearchConfig.racing_z if args.z is None else (None if args.z < 0 else args.z)
         print_replay(args.replay, parents, rank, z)
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    z = SearchConfig.racing_z if args.z is None else (None if args.z < 0 else args.z)
 
     if args.quick:
         model, tokenizer, window = random_model(), None, 32
