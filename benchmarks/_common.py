@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
 import torch
 
 
 def cpu_flags() -> str:
-    """The CPU model and the SIMD flags that matter for bf16 here."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("?", ""):
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    threads = torch.get_num_threads()
-    return f"{model}; {os.cpu_count()} cores; {' '.join(wanted)}; torch {torch.__version__}, {threads} threads"
+    """The CPU model, the SIMD flags that matter for bf16, torch and its threads (`longrope.hardware`)."""
+    from longrope.hardware import cpu_summary
+
+    return cpu_summary()
 
 
 def best_time(fn, repeats: int = 3, warmup: int = 1) -> float:

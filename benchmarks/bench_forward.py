@@ -1,4 +1,5 @@
-"""Forward efficiency: achieved FLOP/s of a long forward (model FLOPs from the config) / this CPU's bf16 peak.
+"""Forward efficiency: achieved FLOP/s of a long forward (model FLOPs from the config) / this CPU's peak in the
+dtype the forward ran in (--dtype auto: longrope.hardware's measured choice).
 
     python benchmarks/bench_forward.py            # tiny model at 256..2048, SmolLM2 at 4k and 8k if installed
     python benchmarks/bench_forward.py --quick    # seconds, a random model: the CI smoke test
@@ -8,7 +9,7 @@
 
 The tiny rows use the trained built-in model if it is built, else random weights of its shape (same speed).
 
-The peak is a 2048^3 bf16 matmul measured in the same run. Exits non-zero if a sanity check fails.
+The peak is a 2048^3 matmul in that dtype measured in the same run. Exits non-zero if a sanity check fails.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def measure(model, name: str, lengths: list[int], peak: float, repeats: int) -> 
             raise SystemExit(f"sanity: non-finite loss for {name} at {length}")
         rows.append((name, length, seconds, achieved, achieved / peak))
         print(f"{name:>10} {length:>6} tokens: {seconds:7.3f} s  {achieved / 1e9:7.1f} GFLOP/s  "
-              f"{100 * achieved / peak:5.1f}% of bf16 peak", flush=True)
+              f"{100 * achieved / peak:5.1f}% of peak", flush=True)
     return rows
 
 
@@ -57,7 +58,7 @@ def profile_forward(model, length: int, rows: int) -> None:
     ids = torch.randint(3, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
         token_nll(model, ids)
-    print(f"\nprofile of one {length}-token forward ({type(model).__name__}, bf16), top {rows} ops by self CPU time:")
+    print(f"\nprofile of one {length}-token forward ({type(model).__name__}, {next(model.parameters()).dtype}), top {rows} ops by self CPU time:")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48))
 
 
@@ -107,21 +108,27 @@ def main() -> int:
                         help="time the last model's longest forward with and without the in-place layers and the "
                              "row-wise logsumexp (alternating, same process)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--dtype", default="auto", help="auto (longrope.hardware's measured choice), fp32 or bf16")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from longrope.hardware import dtype_name, resolve_precision
+
+    dtype = resolve_precision("cpu", args.dtype).dtype
+    name = dtype_name(dtype)
     print(f"machine: {cpu_flags()}")
-    peak = matmul_peak(torch.bfloat16, size=1024 if args.quick else 2048)
-    fp32_peak = matmul_peak(torch.float32, size=1024 if args.quick else 2048)
-    print(f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; fp32 {fp32_peak / 1e9:.0f} GFLOP/s "
-          f"(bf16/fp32 = {peak / fp32_peak:.2f}x)")
+    size = 1024 if args.quick else 2048
+    bf16_peak, fp32_peak = matmul_peak(torch.bfloat16, size=size), matmul_peak(torch.float32, size=size)
+    peak = bf16_peak if dtype == torch.bfloat16 else fp32_peak
+    print(f"bf16 matmul peak {bf16_peak / 1e9:.0f} GFLOP/s; fp32 {fp32_peak / 1e9:.0f} GFLOP/s "
+          f"(bf16/fp32 = {bf16_peak / fp32_peak:.2f}x); running in {name}, against the {name} peak")
     if args.quick:
         from transformers import LlamaConfig, LlamaForCausalLM
 
         config = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
-        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+        model = LlamaForCausalLM(config).to(dtype).eval()
         rows = measure(model, "random", [128, 512], peak, repeats=2)
         last = (model, 512, "random")
     else:
@@ -129,13 +136,13 @@ def main() -> int:
 
         from longrope.models.loading import load_model
 
-        model, what = shipped_tiny(torch.bfloat16)
+        model, what = shipped_tiny(dtype)
         print(f"tiny: {what}")
         rows = measure(model, "tiny", [256, 512, 1024, 2048], peak, repeats=3)
         last = (model, 2048, "tiny")
         if not args.skip_smollm2:
             try:
-                model, _ = load_model("smollm2", dtype="bfloat16")
+                model, _ = load_model("smollm2", dtype=dtype, device="cpu")
             except Exception as exc:  # not installed: say so, measure the rest
                 print(f"smollm2 skipped: {exc}")
             else:
@@ -147,10 +154,10 @@ def main() -> int:
         ablation(last[0], last[2], last[1])
     for name, length, _, _, efficiency in rows:
         if name == "smollm2" and length == 8192:
-            print(f"GOAL SmolLM2 at 8k: {100 * efficiency:.1f}% of bf16 peak (target >= 50%): "
+            print(f"GOAL SmolLM2 at 8k: {100 * efficiency:.1f}% of {name} peak (target >= 50%): "
                   f"{'met' if efficiency >= 0.5 else 'NOT met'}")
     best = max(rows, key=lambda r: r[4])
-    print(f"RESULT best efficiency {100 * best[4]:.1f}% of bf16 peak ({best[0]} at {best[1]} tokens)")
+    print(f"RESULT best efficiency {100 * best[4]:.1f}% of {name} peak ({best[0]} at {best[1]} tokens)")
     return 0
 
 

@@ -33,6 +33,13 @@ def check_number(name: str, value: float | None, *, minimum: float | None = None
     return value
 
 
+def check_text(name: str, value: str) -> str:
+    """``value`` if it is a non-blank string: an empty ``--corpus ""`` must not quietly mean the default."""
+    if not isinstance(value, str) or not value.strip():
+        raise LongRopeError(f"{name} must not be empty, got {value!r}")
+    return value
+
+
 def check_output_dir(name: str, path: str | Path) -> Path:
     """``path`` (user-expanded) if it is a directory or can be created as one; nothing is created here.
 
@@ -53,4 +60,4 @@ def check_output_dir(name: str, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["check_number", "check_output_dir"]
+__all__ = ["check_number", "check_output_dir", "check_text"]

@@ -17,6 +17,41 @@ from longrope.attention.blocked import (
 from longrope.loss import token_nll
 
 
+@pytest.fixture(autouse=True)
+def bf16_fast_cpu(monkeypatch):
+    """These tests check the blocked path itself, so they run as on a bf16-fast CPU (where it is chosen) whatever
+    this machine's measurement says; `test_the_choice_follows_the_measurement` checks the choice."""
+    from longrope import hardware
+
+    monkeypatch.setattr(hardware, "cpu_speeds", lambda: hardware.CpuSpeeds(fp32=100.0, bf16=400.0, threads=2))
+
+
+def test_the_choice_follows_the_measurement(monkeypatch):
+    from longrope import hardware
+    from longrope.attention import blocked
+
+    cpu = torch.device("cpu")
+    assert blocked.blocked_attention_choice(cpu, torch.bfloat16)["used"]
+    monkeypatch.setattr(hardware, "cpu_speeds", lambda: hardware.CpuSpeeds(fp32=42.0, bf16=0.7, threads=2))
+    assert not blocked.blocked_attention_choice(cpu, torch.bfloat16)["used"]  # SDPA computes in fp32 there
+    assert not blocked.blocked_attention_choice(cpu, torch.float16)["used"]
+    monkeypatch.setattr(hardware, "cached_measurement", lambda name, measure: ({"blocked_faster": True,
+                        "blocked_seconds": 0.01, "sdpa_seconds": 0.02}, True))
+    assert blocked.blocked_attention_choice(cpu, torch.float32)["used"]
+    monkeypatch.setattr(hardware, "cached_measurement", lambda name, measure: ({"blocked_faster": False,
+                        "blocked_seconds": 0.02, "sdpa_seconds": 0.01}, True))
+    assert not blocked.blocked_attention_choice(cpu, torch.float32)["used"]
+    assert not blocked.blocked_attention_choice(torch.device("meta"), torch.bfloat16)["used"]
+
+
+def test_the_fp32_measurement_times_both_paths():
+    from longrope.attention.blocked import _measured_faster
+
+    result = _measured_faster(torch.float32)
+    assert result["sdpa_seconds"] > 0 and result["blocked_seconds"] > 0
+    assert result["blocked_faster"] == (result["blocked_seconds"] < 0.9 * result["sdpa_seconds"])
+
+
 def _qkv(batch, heads, kv_heads, length, dim, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     shape = lambda h: (batch, h, length, dim)  # noqa: E731

@@ -1,4 +1,4 @@
-"""Causal attention as bf16 matrix products, for scoring long sequences on CPU.
+"""Causal attention as plain matrix products (bf16 where that is fast), for scoring long sequences on CPU.
 
 PyTorch's CPU flash-attention kernel computes in float32 whatever the input dtype: on this project's reference
 CPU (AVX-512 bf16, no AMX) it runs at ~150 GFLOP/s while a bf16 matmul reaches ~750. Scoring text at 8k tokens
@@ -10,8 +10,9 @@ masked upper triangle. The query heads that share a key/value head are stacked i
 grouped-query attention costs no key/value copies.
 
 `scoring_attention(model)` switches a model to it for the duration of a ``with`` block when it pays off: no
-gradients (a backward pass would keep every block's probabilities, i.e. quadratic memory), a CPU model in bf16
-using ``sdpa``. Anything else (padding or sliding-window masks, a KV cache, training, other dtypes or devices)
+gradients (a backward pass would keep every block's probabilities, i.e. quadratic memory), a CPU model using
+``sdpa`` in bf16 on a CPU whose bf16 products are fast, or in fp32 where the blocked variant measured faster
+than SDPA (`blocked_attention_choice`; on an AVX2 EPYC SDPA won, 0.6x the blocked time). Anything else (padding or sliding-window masks, a KV cache, training, other dtypes or devices)
 falls back to transformers' SDPA function call by call, so the switch never changes what a model can do.
 """
 
@@ -99,13 +100,61 @@ def register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 
 
+def _measured_faster(dtype: torch.dtype) -> dict:
+    """Time SDPA against `blocked_causal_attention` on one CPU attention of a probe shape (~0.1 s in fp32)."""
+    import time
+
+    import torch.nn.functional as F
+
+    heads, kv_heads, length, dim = 8, 4, 1024, 64
+    q = torch.randn(1, heads, length, dim, dtype=dtype)
+    k, v = (torch.randn(1, kv_heads, length, dim, dtype=dtype) for _ in range(2))
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with torch.no_grad():
+        sdpa = best(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
+        blocked = best(lambda: blocked_causal_attention(q, k, v, dim**-0.5))
+    return {"sdpa_seconds": sdpa, "blocked_seconds": blocked, "blocked_faster": blocked < 0.9 * sdpa}
+
+
+def blocked_attention_choice(device: torch.device, dtype: torch.dtype) -> dict:
+    """Whether scoring on ``device`` in ``dtype`` uses the blocked attention, and why (`longrope info
+    --hardware` prints it). bf16 on a bf16-fast CPU: yes (SDPA's CPU kernel computes in float32 there; measured
+    1.95x the naive call at 8k, BENCHMARKS.md). fp32 on a CPU: SDPA and the blocked variant are timed once per
+    machine and the faster kept. GPUs use SDPA / flash attention; a bf16 model on a bf16-slow CPU keeps SDPA,
+    whose kernel runs in float32."""
+    from longrope.hardware import cached_measurement, cpu_speeds, dtype_name
+
+    if device.type != "cpu":
+        return {"used": False, "why": f"{device.type}: SDPA (flash attention where the card has it)"}
+    if dtype == torch.bfloat16:
+        fast = cpu_speeds().bf16_fast
+        return {"used": fast, "why": "bf16 products are fast on this CPU" if fast else
+                "bf16 products are slow on this CPU; SDPA computes in float32"}
+    if dtype != torch.float32:
+        return {"used": False, "why": f"{dtype_name(dtype)} on a CPU: SDPA"}
+    result, _ = cached_measurement("blocked-attention-fp32", lambda: _measured_faster(torch.float32))
+    used = bool(result.get("blocked_faster"))
+    return {"used": used, "why": f"measured in fp32: blocked {result.get('blocked_seconds', 0):.3f} s vs SDPA "
+            f"{result.get('sdpa_seconds', 0):.3f} s"}
+
+
 def pays_off(model: nn.Module) -> bool:
-    """Whether `scoring_attention` would switch ``model``: sdpa, CPU, bf16 weights, no gradients."""
+    """Whether `scoring_attention` would switch ``model``: sdpa, no gradients, and `blocked_attention_choice`
+    says the blocked path is faster for its device and dtype."""
     config = getattr(model, "config", None)
     if config is None or torch.is_grad_enabled() or getattr(config, "_attn_implementation", None) != "sdpa":
         return False
     param = next(model.parameters(), None)
-    return param is not None and param.device.type == "cpu" and param.dtype == torch.bfloat16
+    return param is not None and bool(blocked_attention_choice(param.device, param.dtype)["used"])
 
 
 @contextlib.contextmanager

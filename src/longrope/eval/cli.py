@@ -20,11 +20,12 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from longrope.errors import LongRopeError
+from longrope.precision_options import DeviceOpt, DtypeOpt, check_precision
 from longrope.eval.report import EvaluationInterrupted
 from longrope.rope import RopeSpec, check_preset_fits, load_spec, make_spec
 from longrope.rope.preset_files import is_preset_name
 from longrope.rope.spec import StringSpec, method_class
-from longrope.validation import check_number, check_output_dir
+from longrope.validation import check_number, check_output_dir, check_text
 
 eval_app = typer.Typer(
     help="Measure long-context ability: perplexity vs length, passkey retrieval, needle grids, RULER-style tasks.",
@@ -41,7 +42,6 @@ FactorOpt = Annotated[float | None, typer.Option(
     "--factor", help="Scale factor for named methods (default: longest length / original window, rounded up)")]
 LengthsOpt = Annotated[str | None, typer.Option(
     "--lengths", help="Comma list of token lengths, or multiples of the window like 1x,2x (default 1x,2x,4x,8x)")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="bf16 (fast on CPU) or fp32")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output directory (default ./longrope-eval/<command>)")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for documents, keys and depths")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars")]
@@ -61,6 +61,7 @@ class EvalTarget:
     method: list[str] | None
     factor: float | None
     lengths: str | None
+    device: str
     dtype: str
     out: Path | None
     seed: int
@@ -72,7 +73,8 @@ def _shared_first(model: ModelOpt = "tiny", method: MethodOpt = None, factor: Fa
     """The shared options listed before a command's own (their declarations, read by `eval_command`)."""
 
 
-def _shared_last(dtype: DtypeOpt = "bf16", out: OutOpt = None, seed: SeedOpt = 0, quiet: QuietOpt = False) -> None:
+def _shared_last(device: DeviceOpt = "auto", dtype: DtypeOpt = "auto", out: OutOpt = None, seed: SeedOpt = 0,
+                 quiet: QuietOpt = False) -> None:
     """The shared options listed after a command's own."""
 
 
@@ -135,11 +137,13 @@ def check_options(command: str, target: EvalTarget, counts: dict[str, int | None
 
     Without this a file named by --out failed only when the report was written, after the whole evaluation.
     """
+    check_precision(target.device, target.dtype)
     check_number("--factor", target.factor, minimum=1)  # the specs' own range: 1 = no extension
     if target.lengths is not None and target.lengths.strip():
         _length_terms(target.lengths)
     for option, value in counts.items():
         check_number(option, value, minimum=1)
+    build_specs(target.method, target.factor or 2.0, 0)  # a bad --method name or spec file, before any model
     out = check_output_dir("--out", target.out or Path("longrope-eval") / command)
     if (out / f"{command}.json").exists():
         console.print(f"note: {out / f'{command}.json'} exists and will be replaced when this evaluation ends")
@@ -190,9 +194,10 @@ def build_specs(methods: list[str] | None, factor: float, window: int) -> dict[s
 def _setup(target: EvalTarget):
     """The loaded model and tokenizer, the lengths, one spec per method, and the settings a report records."""
     from longrope.attention.rotary import model_geometry
+    from longrope.hardware import model_record
     from longrope.models.loading import load_model
 
-    model, tokenizer = load_model(target.model, dtype=target.dtype)
+    model, tokenizer = load_model(target.model, dtype=target.dtype, device=target.device)
     geometry = model_geometry(model)
     for method in target.method or ():
         check_preset_fits(method.removeprefix(STRING_ON), geometry)
@@ -200,7 +205,7 @@ def _setup(target: EvalTarget):
     lengths = parse_lengths(target.lengths, window)
     factor = target.factor if target.factor is not None else default_factor(lengths, window)
     specs = build_specs(target.method, factor, window)
-    settings = {"model": target.model, "dtype": target.dtype, "original_window": window, "lengths": lengths,
+    settings = {"model": target.model, **model_record(model), "original_window": window, "lengths": lengths,
                 "factor": factor, "methods": {n: s.to_dict() for n, s in specs.items()}}
     return model, tokenizer, lengths, specs, settings
 
@@ -246,8 +251,13 @@ def ppl_command(
     chunk: Annotated[int, typer.Option("--chunk", help="Positions per output-head chunk")] = 1024,
 ) -> None:
     """Perplexity of each method at each length (`longrope.eval.evaluate_ppl`); writes ppl.json, ppl.md, ppl.png."""
+    from longrope.eval.perplexity import MODES, evaluate_ppl, write_ppl_report
+
+    if mode not in MODES:
+        raise LongRopeError(f"--mode: unknown perplexity mode {mode!r}; choose one of: {', '.join(MODES)}")
+    check_text("--corpus", corpus)
+    check_text("--split", split)
     out = check_options("ppl", target, {"--n-docs": n_docs, "--stride": stride, "--chunk": chunk})
-    from longrope.eval.perplexity import evaluate_ppl, write_ppl_report
 
     loaded, tokenizer, lengths_list, specs, settings = _setup(target)
     if stride is None:
@@ -316,10 +326,16 @@ def ruler_command(
     split: Annotated[str, typer.Option("--split")] = "test",
 ) -> None:
     """RULER-style tasks per method and length (`longrope.eval.evaluate_ruler`)."""
-    out = check_options("ruler", target, {"--samples": samples})
-    from longrope.eval.ruler import evaluate_ruler, write_ruler_report
+    from longrope.eval.ruler import TASKS, evaluate_ruler, write_ruler_report
 
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = [t for t in task_list if t not in TASKS]
+    if unknown or not task_list:
+        raise LongRopeError(f"--tasks: {'unknown task(s) ' + ', '.join(map(repr, unknown)) if unknown else 'no task'}"
+                            f"; give a comma list of {', '.join(TASKS)}")
+    check_text("--corpus", corpus)
+    check_text("--split", split)
+    out = check_options("ruler", target, {"--samples": samples})
     loaded, tokenizer, lengths_list, specs, settings = _setup(target)
     chosen = _template(style, target.model)
     settings.update(tasks=task_list, samples=samples, style=chosen, corpus=corpus, split=split)

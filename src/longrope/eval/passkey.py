@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from longrope.errors import LongRopeError
+from longrope.hardware import model_record
 from longrope.eval.generation import greedy_generate
 from longrope.eval.report import interrupted_with, markdown_table, write_report
 from longrope.progress import progress_bar
@@ -273,7 +274,8 @@ def evaluate_passkey(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec |
     lengths = _check_lengths(lengths)
     t = get_template(template)
     table = RetrievalTable("passkey", lengths, dict(specs),
-                           settings={"trials": trials, "template": asdict(t), "max_new_tokens": max_new_tokens})
+                           settings={"trials": trials, "template": asdict(t), "max_new_tokens": max_new_tokens,
+                                     "machine": model_record(model)})
     for name, spec in specs.items():
         with applied(model, spec), interrupted_with(table):
             table.trials[name] = passkey_trials(model, tokenizer, lengths, trials, seed, t, max_new_tokens,

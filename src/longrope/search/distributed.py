@@ -94,11 +94,15 @@ def init_from_env(timeout_minutes: float = 30.0) -> Comm:
     return TorchComm()
 
 
-def local_device() -> str:
-    """The device of this rank: ``cuda:LOCAL_RANK`` on GPU machines, else ``cpu``."""
-    if torch.cuda.is_available():
+def local_device(device: str = "auto") -> str:
+    """The device of this rank for the ``--device`` asked: ``auto`` or ``cuda`` is ``cuda:LOCAL_RANK`` on a GPU
+    machine (one rank per GPU under torchrun); anything else is used as given."""
+    from longrope.hardware import resolve_device
+
+    resolved = resolve_device(device)  # refuses a device this machine lacks
+    if resolved.type == "cuda" and device.strip().lower() in ("auto", "cuda"):
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"
+    return str(resolved)
 
 
 def shutdown() -> None:

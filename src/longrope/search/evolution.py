@@ -19,7 +19,7 @@ What makes it faster at equal quality (see `fitness` and notes/search.md):
   the rest in groups against the best so far. Rules are fixed when a candidate group starts, so results do
   not depend on batching, on the number of ranks, or on interruptions;
 - batching: ``batch`` candidates per forward, one RoPE table per row;
-- bf16 forwards on CPU with the loss in fp32.
+- forwards in the dtype measured fastest on the device (bf16 on a bf16-fast CPU or a GPU), the loss in fp32.
 
 This module is the public face: `SearchConfig` (every option, its checks and the hashed part) and the entry
 points `search` / `search_short`, which build the space and the documents. The run itself is split by idea:
@@ -62,7 +62,8 @@ class SearchConfig:
     Fitness: ``docs`` documents of ``corpus``/``split`` (never test) cut to the target length; ``needle``
     scores only planted pass-key digits. Speed: ``batch`` candidates per forward, ``racing`` with the
     predictive rule of ``racing_z`` spreads (`fitness.RacingRule`; None: the exact rule),
-    forwards in ``dtype`` (None: the model's own). ``racing_rank`` (default: a quarter of ``parents``;
+    forwards in ``dtype`` (``auto``: `longrope.hardware`'s measured choice for the model's device; None: the
+    model's own). ``racing_rank`` (default: a quarter of ``parents``;
     ``parents`` keeps the reference algorithm's selection) races children against that parent: a child
     must promise a place in that top to be scored fully (fewer tokens). ``estimated_parents``: a child
     dropped by the predictive rule still competes for the parent set with its predicted fitness, so a small
@@ -99,7 +100,7 @@ class SearchConfig:
     estimated_parents: bool = True
     portable: bool = False
     portable_weight: float = 1.0
-    dtype: str | None = "bf16"
+    dtype: str | None = "auto"
     factor_file: str | None = None
     chunk: int = 1024
 

@@ -137,8 +137,10 @@ def write_outputs(
     config: SearchConfig,
     title: str,
     console: Console,
+    machine: dict | None = None,
 ) -> None:
-    """Write ``best_spec.json``, the convergence plot (when a generation was recorded) and ``result.json``."""
+    """Write ``best_spec.json``, the convergence plot (when a generation was recorded) and ``result.json``
+    (``machine``: where the forwards ran, `longrope.hardware.model_record`)."""
     save_spec(result.spec, result.spec_path)
     if result.history:
         plot_convergence(result.history, result.plot_path, title)
@@ -153,6 +155,7 @@ def write_outputs(
         "data": data.description,
         "space": space.describe(),
         "config": asdict(config),
+        "machine": machine,
         "history": result.history,
     }
     atomic_write_text(result.out_dir / RESULT_FILE, json.dumps(summary, indent=2))

@@ -5,6 +5,7 @@ group across the ranks, and the generation loop; what to draw and keep is `gener
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from longrope.attention.patch import restore
 from longrope.errors import LongRopeError
+from longrope.hardware import model_record
 from longrope.interrupts import interrupts_deferred
 from longrope.rope import RopeGeometry
 from longrope.search.distributed import Comm, init_from_env
@@ -38,15 +40,27 @@ if TYPE_CHECKING:
     from longrope.search.evolution import SearchConfig
 
 
-def evaluation_model(model, dtype: str | None):
-    """The model the forwards run on: ``model`` itself when already in ``dtype``, else a cast copy."""
-    if dtype is None:
-        return model
-    from longrope.models.loading import resolve_dtype
+def forward_dtype(model, dtype: str | None) -> str:
+    """The concrete dtype name (``fp32``, ``bf16``, ``fp16``) the forwards run in: ``dtype``, ``auto`` as
+    `longrope.hardware` measures it for the model's device, or None for the model's own. The search hashes this
+    name, so a resumed search keeps the dtype it started in."""
+    from longrope.hardware import auto_dtype, dtype_name, parse_dtype
 
-    want = resolve_dtype(dtype)
-    if next(model.parameters()).dtype == want:
+    param = next(model.parameters())
+    if dtype is None:
+        return dtype_name(param.dtype)
+    return dtype_name(parse_dtype(dtype) or auto_dtype(param.device))
+
+
+def evaluation_model(model, dtype: str):
+    """The model the forwards run on: ``model`` itself when already in ``dtype``, else a cast copy."""
+    from longrope.hardware import parse_dtype, warn_if_slow
+
+    param = next(model.parameters())
+    want = parse_dtype(dtype)
+    if param.dtype == want:
         return model
+    warn_if_slow(want, param.device)
     restore(model)
     return copy.deepcopy(model).to(want)
 
@@ -93,6 +107,7 @@ class SearchRun:
         title: str,
         in_window: FitnessData | None = None,
     ):
+        config = dataclasses.replace(config, dtype=forward_dtype(model, config.dtype))
         self.space, self.config, self.data, self.comm = space, config, data, comm
         self.geometry = geometry
         self.out_dir = Path(out_dir)
@@ -206,7 +221,8 @@ class SearchRun:
     def finish(self) -> SearchResult:
         result = best_result(self.state, self.space, self.out_dir, self.state_path)
         if self.comm.is_main:
-            write_outputs(result, self.data, self.space, self.config, self.title, self.console)
+            write_outputs(result, self.data, self.space, self.config, self.title, self.console,
+                          model_record(self.evaluator.model))
         return result
 
 

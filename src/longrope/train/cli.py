@@ -12,6 +12,7 @@ from longrope.config_files import with_config_file
 from longrope.errors import LongRopeError
 from longrope.interrupts import on_interrupt, rerun_command
 from longrope.locks import output_lock
+from longrope.precision_options import DeviceOpt, check_precision
 from longrope.validation import check_output_dir
 
 console = Console()
@@ -43,10 +44,12 @@ def finetune_command(
     save_every: int = typer.Option(0, "--save-every", help="Checkpoint every N steps (0: only the final model)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     out: Path = typer.Option(Path("finetune-out"), "--out", help="Output directory."),
-    dtype: str = typer.Option("float32", "--dtype", help="Master weights dtype (float32 recommended; bf16 autocast "
-                              "runs the matmuls)."),
+    device: DeviceOpt = "auto",
+    dtype: str = typer.Option("auto", "--dtype", help="Master weights dtype: auto (= fp32, what AdamW needs), fp32, "
+                              "bf16 or fp16; the products' dtype is --mixed-precision."),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", "--precision",
-                                        help="Mixed precision: auto, bf16, fp16 or no."),
+                                        help="Mixed precision: auto (bf16 or fp16 where fast on the device, "
+                                        "`longrope info --hardware`), bf16, fp16 or no."),
     gradient_checkpointing: bool = typer.Option(
         True, "--gradient-checkpointing/--no-gradient-checkpointing", "--checkpointing/--no-checkpointing",
         help="Gradient checkpointing (recompute activations in backward: memory for compute)."),
@@ -59,7 +62,7 @@ def finetune_command(
     """Fine-tune a model at an extended length with a fixed RoPE scaling spec (LongRoPE, PI, YaRN, ...).
 
     Packs train-split documents that reach --length tokens into sequences of exactly --length tokens; chunked
-    loss, gradient checkpointing, bf16 autocast, AdamW. Writes --out/model (an HF directory whose config keeps
+    loss, gradient checkpointing, mixed precision where it is fast, AdamW. Writes --out/model (an HF directory whose config keeps
     the original RoPE, with longrope_spec.json beside it: load it with longrope.train.load_finetuned),
     --out/checkpoints and --out/train_log.jsonl. On several GPUs: accelerate launch -m longrope finetune ...
     """
@@ -80,11 +83,13 @@ def finetune_command(
         raise LongRopeError(f"give {' and '.join(missing)} (on the command line or in --config)")
     config = FinetuneConfig(**values)
     scaling = load_spec(spec)
+    # Master weights stay fp32 unless asked: AdamW's updates vanish in bf16 weights.
+    precision = check_precision(device, "fp32" if dtype == "auto" else dtype)
     out = check_output_dir("--out", out)  # the config checked the numbers: all before the model loads
     hint = (f"fine-tuning interrupted; checkpoints (every --save-every steps) are in {out / 'checkpoints'}; "
             f"continue with: {rerun_command('--resume')}")
     with output_lock(out), on_interrupt(hint):
-        loaded, tokenizer = load_model(model, dtype=dtype)
+        loaded, tokenizer = load_model(model, dtype=precision.dtype, device=precision.device)
         if is_preset_name(str(spec)):
             check_preset_fits(str(spec), model_geometry(loaded))
         path = finetune(loaded, tokenizer, scaling, config, out, resume=resume, progress=progress)

@@ -39,7 +39,8 @@ class FinetuneConfig:
     save_every: write a resumable checkpoint every N optimizer steps (0: only at the end).
     keep_checkpoints: how many recent checkpoints to keep on disk.
     gradient_checkpointing: recompute activations in backward (memory for compute; needed at long lengths).
-    mixed_precision: ``auto`` = bf16 where the device supports it (CPU and recent GPUs), else fp32.
+    mixed_precision: ``auto`` = bf16 where it is fast on the model's device (a GPU with bf16, a CPU where
+        `longrope.hardware` measured bf16 faster than fp32), fp16 on a GPU without bf16, else none (fp32).
     loss_chunk: positions per output-head chunk of the loss (no [tokens x vocab] logits tensor).
     pose: PoSE (`longrope.train.pose`) — ``length`` is then the short training window N, and each long
         sequence gets position ids in ``pose_chunks`` chunks skipping through ``[0, target_length)``;

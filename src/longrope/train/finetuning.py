@@ -8,7 +8,7 @@ Recipe, as in the LongRoPE paper (section 4.1) and LongRoPE2 (section 3.3):
   (`longrope.train.data.PackedSequences`);
 - loss: next-token NLL with the output head and the cross-entropy applied a chunk at a time, each chunk
   recomputed in backward, so no [tokens x vocab] logits tensor exists in forward or backward;
-- gradient checkpointing, bf16 autocast where the device supports it, AdamW with the paper's schedules
+- gradient checkpointing, bf16/fp16 autocast where it is fast on the device (`longrope.hardware`), AdamW with the paper's schedules
   (``linear`` from 2e-5, ``constant`` 1e-6, or a custom peak ``lr``), gradient accumulation, gradient clipping;
 - optional LongRoPE2 mixed context window training: micro-batches alternate between long sequences with the
   scaled RoPE and short ones (original window) packed from short documents with the model's original RoPE;
@@ -45,6 +45,7 @@ from torch.utils.checkpoint import checkpoint
 from longrope.attention import patch, rotary
 from longrope.data.corpus import get_corpus
 from longrope.errors import LongRopeError
+from longrope.hardware import model_record
 from longrope.loss import decoder_and_head, hidden_nll
 from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
@@ -139,12 +140,18 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    from accelerate.utils import is_bf16_available
+def _mixed_precision(choice: str, device: torch.device) -> str:
+    """accelerate's mixed-precision name for ``choice`` on ``device``: ``auto`` is bf16 or fp16 only where
+    `longrope.hardware` finds it fast (accelerate's own check says yes to bf16 on any CPU, where it can be 60x
+    slower than fp32)."""
+    from longrope.hardware import autocast_dtype, dtype_name, warn_if_slow
 
-    return "bf16" if is_bf16_available() else "no"
+    if choice == "auto":
+        chosen = autocast_dtype(device)
+        return "no" if chosen is None else dtype_name(chosen)
+    if choice != "no":
+        warn_if_slow(torch.bfloat16 if choice == "bf16" else torch.float16, device)
+    return choice
 
 
 class _RopeSwitch:
@@ -304,8 +311,11 @@ def _setup(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig, 
     spec = spec.with_window(window)
     long_data, short_data = _datasets(config, tokenizer, window)
 
-    mixed_precision = _mixed_precision(config.mixed_precision)
-    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=config.accum)
+    # The model's device decides (a notebook's model stays where it was put; the CLI puts it on --device).
+    device = next(model.parameters()).device
+    mixed_precision = _mixed_precision(config.mixed_precision, device)
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=config.accum,
+                              cpu=device.type == "cpu")
     set_seed(config.seed)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -440,6 +450,7 @@ def _finish(run: _Run, model: nn.Module, tokenizer, config: FinetuneConfig, fina
         "seconds_this_run": round(seconds, 1),
         "tokens_per_step": config.batch_size * config.accum * world * config.length,
         "mixed_precision": run.mixed_precision,
+        **model_record(run.inner),
         "processes": world,
         "final_loss": history[-1]["loss"] if history else None,
         "source": getattr(model, "longrope_source", None),
@@ -461,15 +472,20 @@ def _finish(run: _Run, model: nn.Module, tokenizer, config: FinetuneConfig, fina
 
 
 def mean_nll(model: nn.Module, samples: torch.Tensor, chunk: int = 1024) -> float:
-    """Mean next-token NLL of ``samples`` [N, T] (no grad, bf16 autocast on CPU), e.g. to compare before/after."""
+    """Mean next-token NLL of ``samples`` [N, T] (no grad; products in bf16/fp16 where `longrope.hardware` finds
+    them fast on the model's device), e.g. to compare before/after."""
+    from longrope.hardware import autocast_dtype
+
     loss = ChunkedCausalLMLoss(model, chunk)
+    device = next(model.parameters()).device
+    low = autocast_dtype(device)
     was_training = model.training
     model.eval()
     total = 0.0
     with torch.no_grad():
         for row in samples:
-            with torch.autocast(row.device.type, dtype=torch.bfloat16, enabled=row.device.type == "cpu"):
-                total += loss(row[None]).item()
+            with torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext():
+                total += loss(row[None].to(device)).item()
     model.train(was_training)
     return total / max(1, len(samples))
 
