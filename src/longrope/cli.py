@@ -5,13 +5,16 @@ Every command is a thin layer over a documented Python function of the library.
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from longrope.errors import LongRopeError
+from longrope.failures import DEBUG_ENV, debug_enabled, describe, internal_error
+from longrope.interrupts import interrupt_message, interrupt_status, sigterm_interrupts
 
 app = typer.Typer(
     name="longrope",
@@ -23,9 +26,24 @@ app = typer.Typer(
 err_console = Console(stderr=True, soft_wrap=True)  # one line per error, also in logs and pipes
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from longrope import versions
+
+        found = versions()
+        typer.echo(f"longrope {found.pop('longrope')} (" + ", ".join(f"{k} {v}" for k, v in found.items()) + ")")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the versions of longrope, torch, transformers and python, and exit."),
+    debug: bool = typer.Option(False, "--debug", help=f"Print the traceback of any failure (as {DEBUG_ENV}=1)."),
+) -> None:
     """Extend the context window of RoPE language models, search LongRoPE factors, and measure the result."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # one switch, also seen by the processes a command starts
 
 
 def _register() -> None:
@@ -59,17 +77,26 @@ def _keyboard_interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
 
 
 def _report_interrupt(exc: KeyboardInterrupt) -> None:
-    from longrope.interrupts import interrupt_message
-
     err_console.print("[bold yellow]interrupted:[/]", escape(interrupt_message(exc)))
-    sys.exit(130)
+    sys.exit(interrupt_status())
+
+
+def _report_failure(exc: Exception) -> None:
+    failure = describe(exc) or internal_error(exc)
+    if debug_enabled():
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    # Printed as text: paths and hints such as `longrope[datasets]` contain brackets.
+    err_console.print(f"[bold red]{failure.label}:[/]", escape(failure.text))
+    sys.exit(failure.status)
 
 
 def main() -> None:
-    """Console entry point: user errors become one red line and exit code 2, never a traceback; Ctrl-C says
-    what was saved and how to continue (exit code 130)."""
+    """Console entry point: every failure is one line on stderr, never a traceback (`longrope.failures` says
+    which, and the exit status: 2 bad input, 1 the environment or a bug); Ctrl-C and SIGTERM say what was saved
+    and how to continue (exit status 130 and 143)."""
     try:
-        app()
+        with sigterm_interrupts():
+            app()
     except SystemExit as exc:  # typer turns Ctrl-C into exit 130; the KeyboardInterrupt is in the chain
         interrupt = _keyboard_interrupt_in(exc)
         if interrupt is None:
@@ -77,10 +104,8 @@ def main() -> None:
         _report_interrupt(interrupt)
     except KeyboardInterrupt as exc:
         _report_interrupt(exc)
-    except (LongRopeError, OSError) as exc:  # OSError: a path that cannot be read or written
-        # The message is printed as text: paths and hints such as `longrope[datasets]` contain brackets.
-        err_console.print("[bold red]error:[/]", escape(str(exc)))
-        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - the one boundary: expected failures and bugs alike get one line
+        _report_failure(exc)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 A long command wraps its work in ``on_interrupt("...")``: a ``KeyboardInterrupt`` leaving the block carries
 the message (the innermost block's wins), and the CLI entry point prints it (exit status 130, as a shell
-expects), never a traceback.
+expects), never a traceback. SIGTERM (``kill``, a batch scheduler, a container stop) is handled the same way
+inside `sigterm_interrupts`: it raises ``KeyboardInterrupt``, so the same save-on-interrupt paths run,
+and `interrupt_status` is 143 (128 + 15) instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 NOTHING_SAVED = "nothing was saved"
+_received: list[int] = []  # signals turned into KeyboardInterrupt by `_raise_interrupt`, in order
+
+
+def _raise_interrupt(signum: int, frame) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside this block SIGTERM raises ``KeyboardInterrupt`` in the main thread, as Ctrl-C does (elsewhere a
+    no-op); the previous handler is put back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _received.clear()  # a new command: an earlier one's signal (in this process) is not this one's
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupt_status() -> int:
+    """The exit status for a run stopped by an interrupt: 128 + the signal's number (130 for Ctrl-C)."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
 
 
 @contextmanager
@@ -30,23 +58,28 @@ def on_interrupt(message: str) -> Iterator[None]:
 
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives inside this block until the block ends, then raise it.
+    """Hold a Ctrl-C (or a SIGTERM made to interrupt) that arrives inside this block until the block ends, then
+    raise it.
 
     For writes that must happen together (a log line and the state that counts it): a Ctrl-C between them
-    would throw away finished work on resume. Only the main thread can take signals; elsewhere a no-op.
+    would throw away finished work on resume. Only the main thread can take signals; elsewhere a no-op, and so
+    for a signal whose handler does not raise ``KeyboardInterrupt`` (a shell's background job ignores SIGINT).
     """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    held = {signum: handler for signum in (signal.SIGINT, signal.SIGTERM)
+            if (handler := signal.getsignal(signum)) in (signal.default_int_handler, _raise_interrupt)}
     caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    for signum in held:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
     if caught:
-        raise KeyboardInterrupt
+        held[caught[0]](caught[0], None)  # the handler itself raises, and records a SIGTERM
 
 
 def interrupt_message(exc: KeyboardInterrupt) -> str:

@@ -22,7 +22,9 @@ from rich.progress import (
 def progress_columns(*fields: str, remaining_label: str = "") -> list[ProgressColumn]:
     """Description, bar, done/total, then ``fields`` (rich format strings such as ``"loss {task.fields[loss]}"``),
     elapsed and remaining time (preceded by ``remaining_label`` when given)."""
-    columns: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    # The description is plain text: it names files and models, whose names may hold brackets ("[/]").
+    columns: list[ProgressColumn] = [TextColumn("{task.description}", markup=False), BarColumn(),
+                                     MofNCompleteColumn()]
     columns += [TextColumn(f) for f in fields]
     columns.append(TimeElapsedColumn())
     if remaining_label:

@@ -7,7 +7,8 @@ Two caches live under ``longrope.paths.cache_dir("samples")``:
 - the samples themselves, keyed by corpus, split, tokenizer, ``min_tokens``, ``n``, ``seed`` and ``add_bos``.
 
 Every cache file is written to a temporary file and moved into place with ``os.replace``, so a killed process
-never leaves a half-written cache behind.
+never leaves a half-written cache behind; one damaged otherwise (a full disk, another program) is built again,
+with a note.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from longrope.atomic import atomic_write_bytes, atomic_write_text
 from longrope.data.corpus import Corpus, Document
 from longrope.errors import LongRopeError
+from longrope.notes import note
 from longrope.paths import cache_dir
 
 _ENCODE_BATCH = 32  # documents per batch call: the fast tokenizer parallelises inside a batch
@@ -81,9 +83,13 @@ def document_lengths(corpus: Corpus, tokenizer, add_bos: bool = True) -> dict[st
     )
     if path.exists():
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass  # damaged cache: recompute
+            cached = json.loads(path.read_text())
+            if isinstance(cached, dict) and all(isinstance(v, int) for v in cached.values()):
+                return cached
+            problem = "holds no token counts"
+        except (OSError, ValueError, RecursionError) as exc:
+            problem = f"cannot be read: {type(exc).__name__}"
+        note(f"the cache file {path} {problem}; counting again")
     lengths = {doc_id: len(ids) for doc_id, ids in encode_documents(corpus.documents(), tokenizer, add_bos)}
     atomic_write_text(path, json.dumps(lengths))
     return lengths
@@ -92,6 +98,21 @@ def document_lengths(corpus: Corpus, tokenizer, add_bos: bool = True) -> dict[st
 def count_tokens(corpus: Corpus, tokenizer, add_bos: bool = True) -> int:
     """Total tokens in ``corpus`` (uses the cached document lengths)."""
     return sum(document_lengths(corpus, tokenizer, add_bos).values())
+
+
+def _cached_samples(path, min_tokens: int) -> torch.Tensor | None:
+    """The ``[samples, min_tokens]`` tensor cached in ``path``, or None (with a note) when it is not one."""
+    try:
+        cached = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises KeyError, EOFError, UnpicklingError... on junk
+        problem = f"cannot be read ({type(exc).__name__})"
+    else:
+        if isinstance(cached, torch.Tensor) and cached.dtype == torch.long and cached.dim() == 2 \
+                and cached.shape[1] == min_tokens:
+            return cached
+        problem = "holds no token samples"
+    note(f"the cache file {path} {problem}; building it again")
+    return None
 
 
 def token_samples(
@@ -117,12 +138,9 @@ def token_samples(
         / f"samples-{_key(corpus.cache_key, fingerprint, min_tokens, n, seed, add_bos)}.pt"
     )
     if path.exists():
-        try:
-            cached = torch.load(path, weights_only=True)
-            if cached.shape[0] == n or allow_fewer:
-                return list(cached.unbind(0))
-        except (OSError, RuntimeError, ValueError):
-            pass  # damaged cache: rebuild
+        cached = _cached_samples(path, min_tokens)
+        if cached is not None and (cached.shape[0] == n or allow_fewer):
+            return list(cached.unbind(0))
 
     lengths = document_lengths(corpus, tokenizer, add_bos)
     qualifying = sorted(doc_id for doc_id, length in lengths.items() if length >= min_tokens)

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from longrope.atomic import atomic_write_text
 from longrope.errors import LongRopeError
+from longrope.notes import note
 from longrope.rope import LongRopeSpec, save_spec
 from longrope.search.fitness import FitnessData
 from longrope.search.generation import complete_fitness
@@ -93,7 +94,7 @@ def open_log(out_dir: Path, state: SearchState) -> EvaluationLog:
     log = EvaluationLog(out_dir / LOG_FILE, state.log_bytes, len(state.records),
                         rebuild=lambda: rebuilt_rows(state))
     if log.repaired:  # shown even without progress display: the user must know
-        Console(stderr=True, soft_wrap=True).print(f"note: {log.repaired}", markup=False)
+        note(log.repaired)
         state.log_bytes = log.size
     return log
 
@@ -161,5 +162,6 @@ def write_outputs(
     atomic_write_text(result.out_dir / RESULT_FILE, json.dumps(summary, indent=2))
     console.print(
         f"best ppl {result.perplexity:.3f} (fitness {result.fitness:.4f}) after {result.evaluations} "
-        f"evaluations, {result.forward_tokens:,} forward tokens, {result.seconds:.0f} s; spec: {result.spec_path}"
+        f"evaluations, {result.forward_tokens:,} forward tokens, {result.seconds:.0f} s; spec: {result.spec_path}",
+        markup=False,  # a path may hold brackets
     )

@@ -18,9 +18,10 @@ class EvaluationLog:
     """Append-only JSONL file, one line per evaluation, kept in agreement with the state file.
 
     On resume the first ``keep_bytes`` (what the state last saw) are checked: ``expected_rows`` lines of JSON
-    whose ``order`` fields count 0, 1, ...; a longer file (rows of a batch the state never saved) is cut back.
-    A log that is shorter, missing or damaged is rebuilt from ``rebuild()`` (the state's own records), and
-    ``repaired`` says so, so no evaluation is silently lost or duplicated.
+    whose ``order`` fields count 0, 1, ...; a longer file (rows of a batch the state never saved, the last one
+    perhaps half-written by a killed process) is cut back. A log that is shorter, missing or damaged is rebuilt
+    from ``rebuild()`` (the state's own records). Either way ``repaired`` says so, so no evaluation is silently
+    lost or duplicated.
     """
 
     def __init__(self, path: Path, keep_bytes: int, expected_rows: int = 0,
@@ -34,7 +35,11 @@ class EvaluationLog:
         problem = self._problem(keep_bytes, expected_rows)
         if problem is None:
             with path.open("r+b") as handle:
+                tail = handle.seek(0, os.SEEK_END) - keep_bytes
                 handle.truncate(keep_bytes)
+            if tail:  # a killed run's batch (its last line perhaps half-written) that the state never counted
+                self.repaired = (f"{path} held {tail} bytes past the {expected_rows} rows the search state counts "
+                                 "(a stopped run's unsaved batch); cut them off, that batch is evaluated again")
             return
         if rebuild is None:
             raise LongRopeError(f"{path} {problem}; it cannot be rebuilt here: delete the output directory")

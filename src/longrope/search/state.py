@@ -125,9 +125,10 @@ def save_state(state: SearchState, path: Path) -> None:
 
 def load_state(path: Path, config_hash: str) -> SearchState:
     """Read a state file for a search whose hash is ``config_hash``; a clear error if corrupt or foreign."""
+    # An OSError (permission, disk) is the machine's failure, not a corrupt file: it goes up as it is.
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise LongRopeError(
             f"search state {path} is corrupt ({exc}); delete it to start over, or choose another output directory"
         ) from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch import nn
 from longrope.atomic import atomic_dir, atomic_write_text
 from longrope.attention import patch
 from longrope.errors import LongRopeError
+from longrope.notes import note
 from longrope.rope import SPEC_FILE, RopeSpec, load_spec, save_spec
 from longrope.train.config import FinetuneConfig
 
@@ -32,6 +34,7 @@ CHECKPOINTS_DIR = "checkpoints"
 SUMMARY_FILE = "longrope_finetune.json"  # written last into the model directory: its completeness marker
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint directory
 LOG_FILE = "train_log.jsonl"
+CHECKPOINT_NAME = re.compile(r"step-\d+")  # step-NNNNNN, as `save_checkpoint` names them
 
 
 # ------------------------------------------------------------------------------------ the model directory
@@ -94,12 +97,13 @@ def read_summary(model_dir: Path) -> dict:
 
 
 def checkpoints(out_dir: Path) -> list[Path]:
-    """Complete checkpoints (their state file exists), oldest first."""
+    """Complete checkpoints (named ``step-NNNNNN``, their state file exists), oldest first; anything else in
+    the directory (a user's ``step-000004.bak`` copy, a killed save's temporary) is not one, and is left alone."""
     root = out_dir / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.name.startswith("step-") and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    found = [p for p in root.iterdir() if CHECKPOINT_NAME.fullmatch(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -110,7 +114,16 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def checkpoint_state(checkpoint_dir: Path) -> dict:
     """Our part of a checkpoint (``step``, ``config`` fingerprint, ``spec``, ``num_processes``)."""
-    return json.loads((checkpoint_dir / STATE_FILE).read_text())
+    path = checkpoint_dir / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        problem = None if isinstance(state, dict) and isinstance(state.get("step"), int) else "it holds no step"
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        problem = f"not JSON: {exc}"
+    if problem is not None:
+        raise LongRopeError(f"checkpoint {checkpoint_dir} is damaged ({path.name}: {problem}); delete that "
+                            "directory to resume from the checkpoint before it")
+    return state
 
 
 def save_checkpoint(accelerator, out_dir: Path, step: int, config: FinetuneConfig, spec: RopeSpec,
@@ -150,10 +163,22 @@ def append_log(path: Path, record: dict) -> None:
 
 
 def trim_log(path: Path, step: int) -> None:
-    """Drop the log lines past ``step`` (a killed run's tail, when resuming from the checkpoint of ``step``)."""
-    lines = [line for line in path.read_text().splitlines()
-             if line.strip() and json.loads(line).get("step", 0) <= step]
-    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+    """Drop the log lines past ``step`` (a killed run's tail, when resuming from the checkpoint of ``step``),
+    and any line that is not a record (the last one half-written by a killed run), with a note: the log only
+    reports, so a damaged line is no reason to refuse the resume."""
+    kept, damaged = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except (json.JSONDecodeError, RecursionError):
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("step", 0), (int, float)):
+            damaged += bool(line.strip())
+        elif record.get("step", 0) <= step:
+            kept.append(line)
+    if damaged:
+        note(f"{path}: dropped {damaged} damaged line{'s' * (damaged > 1)} (a half-written line of a killed run)")
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 __all__ = [
