@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from longrope.errors import LongRopeError
+from longrope.hardware import parse_dtype
 from longrope.locks import output_lock
 from longrope.validation import check_number, check_output_dir
 
@@ -69,6 +70,10 @@ def export_command(
 
     # Every check that needs no model comes first: a mistake costs no loading and writes nothing.
     check_number("--window", window, minimum=1)
+    if gguf_dtype not in ("f32", "f16"):  # checked with or without --gguf: a typo is never silently ignored
+        raise LongRopeError(f"--gguf-dtype must be f32 or f16, got {gguf_dtype!r}")
+    if parse_dtype(dtype) is None:
+        raise LongRopeError("--dtype auto means nothing for a saved file; give fp32, bf16 or fp16")
     out = check_output_dir("--out", out)
     scaling = load_spec(spec)
     if portable:
@@ -79,7 +84,7 @@ def export_command(
         raise LongRopeError("--gguf-from needs --gguf")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise LongRopeError(f"{out} is not empty; pass --force to replace it")
-    loaded, tokenizer = load_model(model, dtype)
+    loaded, tokenizer = load_model(model, dtype, device="cpu")  # written as it is read: no compute to place
     check_preset_fits(str(spec), model_geometry(loaded))
     source = _gguf_source(model, gguf_from) if gguf else None
     plan = plan_export(loaded, scaling, target_window=window, lossy=lossy, portable=portable, gguf=gguf,
