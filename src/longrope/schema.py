@@ -72,7 +72,10 @@ def describe(value: Any) -> str:
     kind = ("an integer" if isinstance(value, int) else "a number" if isinstance(value, float)
             else "a string" if isinstance(value, str) else "a list" if isinstance(value, (list, tuple))
             else "a table" if isinstance(value, Mapping) else f"a {type(value).__name__}")
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a list nested hundreds deep (still within the parser's reach)
+        text = "[[[..."
     return f"{text if len(text) <= 40 else text[:37] + '...'} ({kind})"
 
 
