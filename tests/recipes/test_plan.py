@@ -297,6 +297,25 @@ def test_extend_resumes_from_the_plan_copy_it_saved(fakes, tmp_path):
     assert (out / "plan.toml").read_text() == (tmp_path / "plan.toml").read_text()
 
 
+def test_resumed_with_the_copy_a_plans_relative_paths_are_still_its_own(fakes, tmp_path, monkeypatch):
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "plan.toml").write_text('[model]\nname = "tiny"\n\n[[stages]]\nkind = "finetune"\nlength = 1024\n'
+                                     'steps = 10\nspec = "pi.json"\n')
+    seen = []
+
+    def finetune(stage, ctx, stage_dir, progress):
+        seen.append(progressive._plan_path(ctx, stage.settings["spec"]))
+        raise KeyboardInterrupt  # killed before it finishes, so the resumed run starts it again
+
+    monkeypatch.setitem(progressive.STAGE_RUNNERS, "finetune", finetune)
+    out = tmp_path / "out"
+    for plan_file in (plans / "plan.toml", out / "plan.toml"):
+        with pytest.raises(KeyboardInterrupt):
+            progressive.extend(plan_file, out, progress=False)
+    assert seen == [plans.resolve() / "pi.json"] * 2
+
+
 def test_a_done_marker_whose_file_is_gone_runs_its_stage_again(fakes, tmp_path):
     out = _finished_pipeline(tmp_path)
     (out / "04-search-short" / "best_spec.json").unlink()

@@ -39,6 +39,9 @@ from longrope.train.config import FinetuneConfig
 
 DONE = "DONE"
 PLAN_COPY = "plan.toml"
+# Beside the copy: the directory of the plan it was copied from, where the plan's relative paths (a fine-tune
+# stage's ``spec``) are read, also when the run is resumed with the copy.
+PLAN_ORIGIN = "plan_origin.txt"
 SUMMARY = "pipeline.json"
 # The outputs of a DONE marker that name a file or directory (relative to the stage's): a marker is believed
 # only while they exist.
@@ -55,6 +58,7 @@ class PipelineContext:
     spec: Path | None = None  # latest spec file
     finetuned: bool = False
     stage_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plan_dir: Path | None = None  # where the plan's relative paths are read (the original plan's directory)
 
     def load(self, dtype: str | None = None):
         """``(model, tokenizer)`` to continue from (raw weights, original RoPE config)."""
@@ -91,10 +95,10 @@ class PipelineContext:
 # ---------------------------------------------------------------------------------------------- runners
 
 
-def _plan_path(plan: Plan, value: str) -> Path:
+def _plan_path(ctx: PipelineContext, value: str) -> Path:
     path = Path(value).expanduser()
-    if not path.is_absolute() and plan.source:
-        path = Path(plan.source).parent / path
+    if not path.is_absolute() and ctx.plan_dir is not None:
+        path = ctx.plan_dir / path
     return path
 
 
@@ -136,7 +140,7 @@ def run_finetune(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: 
     from longrope.train.finetuning import finetune
 
     settings = dict(stage.settings)
-    spec_path = _plan_path(ctx.plan, settings.pop("spec")) if "spec" in settings else ctx.spec
+    spec_path = _plan_path(ctx, settings.pop("spec")) if "spec" in settings else ctx.spec
     if spec_path is None:
         raise LongRopeError(f"{stage.label}: no spec to fine-tune with")
     spec = load_spec(spec_path)
@@ -335,12 +339,15 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
         raise LongRopeError(f"{out_dir} already holds pipeline stages ({existing[0].name}, ...); resume it or choose "
                             "another output directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan_copy = out_dir / PLAN_COPY
-    if plan.source and Path(plan.source).is_file():
-        if not (plan_copy.exists() and os.path.samefile(plan.source, plan_copy)):  # resumed with the copy itself
-            shutil.copyfile(plan.source, plan_copy)
-
     ctx = PipelineContext(plan=plan, out_dir=out_dir, model=plan.model)
+    plan_copy, origin = out_dir / PLAN_COPY, out_dir / PLAN_ORIGIN
+    if plan.source and Path(plan.source).is_file():
+        ctx.plan_dir = Path(plan.source).resolve().parent
+        if not (plan_copy.exists() and os.path.samefile(plan.source, plan_copy)):
+            shutil.copyfile(plan.source, plan_copy)
+            atomic_write_text(origin, f"{ctx.plan_dir}\n")
+        elif origin.is_file():  # resumed with the copy itself: its paths are the original plan's
+            ctx.plan_dir = Path(origin.read_text(encoding="utf-8").strip())
     pending: list[Stage] = []
     done_markers: dict[int, dict[str, Any]] = {}
     for stage in plan.stages:
