@@ -58,7 +58,7 @@ class PipelineContext:
     spec: Path | None = None  # latest spec file
     finetuned: bool = False
     stage_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    plan_dir: Path | None = None  # where the plan's relative paths are read (the original plan's directory)
+    plan_dir: Path | None = None  # where the plan's relative paths are read (None: the plan file's directory)
 
     def load(self, dtype: str | None = None):
         """``(model, tokenizer)`` to continue from (raw weights, original RoPE config)."""
@@ -97,9 +97,8 @@ class PipelineContext:
 
 def _plan_path(ctx: PipelineContext, value: str) -> Path:
     path = Path(value).expanduser()
-    if not path.is_absolute() and ctx.plan_dir is not None:
-        path = ctx.plan_dir / path
-    return path
+    base = ctx.plan_dir or (Path(ctx.plan.source).parent if ctx.plan.source else None)
+    return base / path if base is not None and not path.is_absolute() else path
 
 
 def _stretched_seed(previous: Path, factor: float, stage_dir: Path, geometry) -> Path | None:
