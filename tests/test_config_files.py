@@ -72,7 +72,7 @@ def test_search_reads_a_json_file(tmp_path, captured):
 @pytest.mark.parametrize("text, suffix, message", [
     ("populaton = 3\n", ".toml", "unknown setting(s) populaton"),
     ("factor = \n", ".toml", "is not valid TOML"),
-    ("[1, 2]", ".json", "must hold a table"),
+    ("[1, 2]", ".json", "must be a table"),
     ("{", ".json", "is not valid JSON"),
 ])
 def test_bad_files_are_one_clear_error(tmp_path, text, suffix, message):
@@ -80,7 +80,7 @@ def test_bad_files_are_one_clear_error(tmp_path, text, suffix, message):
     path.write_text(text)
     with pytest.raises(LongRopeError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_config_file(path, SearchConfig)
-    with pytest.raises(LongRopeError, match="cannot read"):
+    with pytest.raises(LongRopeError, match="does not exist"):
         read_config_file(tmp_path / "missing.toml", SearchConfig)
 
 

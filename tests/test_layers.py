@@ -3,7 +3,8 @@
 Every module under src/longrope is parsed with `ast` (nothing is imported), and every ``import longrope...`` /
 ``from longrope... import ...`` in it counts, including the ones inside functions. Layers, bottom to top:
 
-    base (errors, failures, notes, paths, atomic, locks, interrupts, progress, plots, validation)
+    base (errors, failures, notes, paths, atomic, locks, interrupts, progress, plots, validation, schema,
+          config_files, hardware, precision_options)
     < rope < attention < loss < data < models
     < eval | search | train | export   (peer areas: never import each other, except the edges listed below)
     < recipes < cli (longrope/cli.py, __main__.py and every area's cli.py)
@@ -21,7 +22,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "longrope"
 
 BASE = {"errors", "paths", "atomic", "locks", "interrupts", "progress", "plots", "validation", "notes", "failures",
-        "config_files"}
+        "schema", "config_files", "hardware", "precision_options"}
 LAYERS = {
     "base": 0,
     "rope": 1,

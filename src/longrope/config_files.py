@@ -1,39 +1,30 @@
 """``--config FILE`` of the long commands: a TOML or JSON table of a config dataclass's fields (`SearchConfig`,
 `FinetuneConfig`), the same keys as a plan stage. Options given on the command line win over the file; the file
 wins over the options' defaults.
+
+The file is checked here, when it is read: only the dataclass's fields, each of its declared type
+(`longrope.schema`), so ``racing = "false"`` or ``weight_decay = nan`` is one line naming the file and the key
+before any work. The values' ranges are the config's own ``validate``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from longrope.errors import LongRopeError
+from longrope.schema import check_table, field_types, read_document
 
 
 def read_config_file(path: str | Path, config_cls: type) -> dict[str, Any]:
-    """The table in ``path`` (``.toml`` or ``.json``), checked to name only fields of ``config_cls``."""
+    """The table in ``path`` (``.toml`` or ``.json``), checked to name only fields of ``config_cls``, each of the
+    field's type."""
     path = Path(path).expanduser()
+    data = read_document(path, "--config file")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LongRopeError(f"--config: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "TOML"
-        raise LongRopeError(f"--config: {path} is not valid {kind}: {exc}") from None
-    if not isinstance(data, dict):
-        raise LongRopeError(f"--config: {path} must hold a table of settings, not {type(data).__name__}")
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise LongRopeError(f"--config: {path}: unknown setting(s) {', '.join(unknown)}; "
-                            f"{config_cls.__name__} has: {', '.join(sorted(fields))}")
-    return data
+        return check_table(data, field_types(config_cls), what=f"a table of {config_cls.__name__} settings")
+    except LongRopeError as exc:
+        raise LongRopeError(f"--config: {path}: {exc}") from None
 
 
 def _given(ctx, name: str) -> bool:

@@ -278,24 +278,3 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and cpu_speeds().bf16_fast:
         return torch.bfloat16
     return None
-
-
-def hardware_report(device: str = "auto", dtype: str = "auto") -> dict:
-    """What `longrope info --hardware` prints: the device and dtype chosen and why, threads, the measured matmul
-    speed of each dtype, and whether the blocked scoring attention is used."""
-    from longrope.attention.blocked import blocked_attention_choice
-
-    precision = resolve_precision(device, dtype, warn=False)
-    speeds = cpu_speeds()
-    model, flags = cpu_description()
-    report = {
-        "device": str(precision.device), "dtype": dtype_name(precision.dtype), "why": precision.reason,
-        "cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-        "cpu_gflops": {"fp32": round(speeds.fp32, 1), "bf16": round(speeds.bf16, 1)},
-        "measured": "read from the cache" if speeds.cached else "just now",
-        "torch": torch.__version__, "cuda": torch.version.cuda, "mps": _mps_available(),
-    }
-    if torch.cuda.is_available():
-        report["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    report["scoring_attention"] = blocked_attention_choice(precision.device, precision.dtype)
-    return report

@@ -118,6 +118,7 @@ class FakeStages:
     def export(self, stage, ctx, stage_dir, progress):
         self.calls.append(stage.name)
         (stage_dir / "exported_from.txt").write_text(f"{ctx.model}\n{ctx.spec}\n")
+        (stage_dir / "hf").mkdir(exist_ok=True)
         return {"export": "hf"}
 
 
@@ -261,3 +262,80 @@ def test_the_comparison_loads_each_model_once_and_keeps_the_rows_order(fakes, tm
     assert sorted(loads) == sorted(set(loads)) == sorted({model for model, _ in rows.values()})  # ... each model once
     assert all(rows[name][0] == model for name, model in evaluated)  # every row on its own model
     assert json.loads((out / "comparison.json").read_text())["rows"] == results
+
+
+# ------------------------------------------------------------------------- scales, plan copy, DONE markers
+
+
+def _with_length(index: int, length: int):
+    return lambda d: (d["stages"][index].pop("factor"), d["stages"][index].update(length=length))
+
+
+def test_each_search_extends_further_whether_it_gives_factor_or_length():
+    both_lengths = plan_with(lambda d: (_with_length(0, 4096)(d), _with_length(2, 2048)(d)))
+    with pytest.raises(LongRopeError, match=r"stages\[2\]\.length = 2048 must be larger than stages\[0\]\.length = "
+                                            r"4096"):
+        parse_plan(both_lengths)  # the same form: compared as soon as the plan is read
+    mixed = parse_plan(plan_with(_with_length(2, 512)))  # 512 tokens vs 4x: needs the model's window
+    with pytest.raises(LongRopeError, match=r"stages\[2\]\.length = 512 \(2x the window 256\) must be larger than "
+                                            r"stages\[0\]\.factor = 4"):
+        progressive.check_lengths(mixed, None, 256, [])  # at the start of a run, before any document is read
+    progressive.check_search_order(parse_plan(plan_with(_with_length(2, 2048))), 256)  # 8x after 4x: fine
+
+
+def test_extend_resumes_from_the_plan_copy_it_saved(fakes, tmp_path):
+    from typer.testing import CliRunner
+
+    from longrope.cli import app
+
+    out = _finished_pipeline(tmp_path)
+    assert (out / "plan.toml").read_text() == (tmp_path / "plan.toml").read_text()
+    fakes.calls.clear()
+    result = CliRunner().invoke(app, ["extend", str(out / "plan.toml"), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert fakes.calls == [] and "final spec:" in result.output  # same plan: every stage is reused
+    assert (out / "plan.toml").read_text() == (tmp_path / "plan.toml").read_text()
+
+
+def test_resumed_with_the_copy_a_plans_relative_paths_are_still_its_own(fakes, tmp_path, monkeypatch):
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "plan.toml").write_text('[model]\nname = "tiny"\n\n[[stages]]\nkind = "finetune"\nlength = 1024\n'
+                                     'steps = 10\nspec = "pi.json"\n')
+    seen = []
+
+    def finetune(stage, ctx, stage_dir, progress):
+        seen.append(progressive._plan_path(ctx, stage.settings["spec"]))
+        raise KeyboardInterrupt  # killed before it finishes, so the resumed run starts it again
+
+    monkeypatch.setitem(progressive.STAGE_RUNNERS, "finetune", finetune)
+    out = tmp_path / "out"
+    for plan_file in (plans / "plan.toml", out / "plan.toml"):
+        with pytest.raises(KeyboardInterrupt):
+            progressive.extend(plan_file, out, progress=False)
+    assert seen == [plans.resolve() / "pi.json"] * 2
+
+
+def test_a_done_marker_whose_file_is_gone_runs_its_stage_again(fakes, tmp_path):
+    out = _finished_pipeline(tmp_path)
+    (out / "04-search-short" / "best_spec.json").unlink()
+    fakes.calls.clear()
+    final = progressive.extend(out / "plan.toml", out, progress=False)
+    assert fakes.calls == ["04-search-short"] and final.is_file()
+
+    (out / "02-finetune" / "model").rename(out / "02-finetune" / "moved")  # a fine-tuned model moved away
+    fakes.calls.clear()
+    assert progressive.extend(out / "plan.toml", out, progress=False).is_file()
+    assert fakes.calls == ["02-finetune", "03-search", "04-search-short"]  # it and every stage after it
+
+    (out / "03-search" / "DONE").write_text('{"fingerprint": 3}')  # a damaged marker is no marker
+    fakes.calls.clear()
+    progressive.extend(out / "plan.toml", out, progress=False)
+    assert fakes.calls == ["03-search", "04-search-short"]
+
+
+def test_a_final_spec_that_is_not_there_is_never_reported(fakes, tmp_path, monkeypatch):
+    plan = parse_plan(copy.deepcopy(BASE))
+    monkeypatch.setitem(progressive.STAGE_RUNNERS, "search_short", lambda stage, ctx, d, p: {"spec": "nowhere.json"})
+    with pytest.raises(LongRopeError, match=r"final spec .*nowhere\.json does not exist"):
+        progressive.extend(None, tmp_path / "out", plan=plan, progress=False)

@@ -123,7 +123,7 @@ def test_spec_files(tmp_path):
     path = save_spec(spec, tmp_path / "spec.json")
     assert load_spec(path) == spec
     (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(LongRopeError, match="broken.json: spec is not valid JSON"):
+    with pytest.raises(LongRopeError, match="broken.json is not valid JSON"):
         load_spec(tmp_path / "broken.json")
     with pytest.raises(LongRopeError, match="does not exist"):
         load_spec(tmp_path / "missing.json")

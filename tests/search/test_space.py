@@ -138,8 +138,13 @@ def test_factor_file(tmp_path):
     yarn = rescale_factors(YarnSpec(factor=8.0, original_window=256), GEOMETRY)[0].tolist()
     assert read_factor_file(spec_file, GEOMETRY) == pytest.approx(yarn)
     (tmp_path / "junk.json").write_text("{not json")
-    with pytest.raises(LongRopeError, match="cannot read"):
+    with pytest.raises(LongRopeError, match="junk.json is not valid JSON"):
         read_factor_file(tmp_path / "junk.json", GEOMETRY)
+    for wrong, found in (["1.5"] * 16, r"factors\[0\] is '1.5' \(a string\)"), ([True] * 16, "factors.0. is true"), \
+            ({"method": "yarn", "factor": "8"}, "factor is '8'"), ("1111111111111111", "expected a JSON list"):
+        (tmp_path / "typed.json").write_text(json.dumps(wrong))
+        with pytest.raises(LongRopeError, match=found):
+            read_factor_file(tmp_path / "typed.json", GEOMETRY)
     with pytest.raises(LongRopeError, match="does not exist"):
         read_factor_file(tmp_path / "missing.json", GEOMETRY)
     space = make_space(GEOMETRY, 8.0)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 
+import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from longrope import hardware
+from longrope.attention.blocked import blocked_attention_choice
 from longrope.attention.patch import current_spec
 from longrope.attention.rotary import model_geometry
 from longrope.hardware import model_record
@@ -61,6 +65,25 @@ def model_info(model) -> ModelInfo:
     )
 
 
+def hardware_report(device: str = "auto", dtype: str = "auto") -> dict:
+    """What `longrope info --hardware` prints: the device and dtype chosen and why, threads, the measured matmul
+    speed of each dtype, and whether the blocked scoring attention is used."""
+    precision = hardware.resolve_precision(device, dtype, warn=False)
+    speeds = hardware.cpu_speeds()
+    model, flags = hardware.cpu_description()
+    report = {
+        "device": str(precision.device), "dtype": hardware.dtype_name(precision.dtype), "why": precision.reason,
+        "cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "cpu_gflops": {"fp32": round(speeds.fp32, 1), "bf16": round(speeds.bf16, 1)},
+        "measured": "read from the cache" if speeds.cached else "just now",
+        "torch": torch.__version__, "cuda": torch.version.cuda, "mps": hardware._mps_available(),
+    }
+    if torch.cuda.is_available():
+        report["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    report["scoring_attention"] = blocked_attention_choice(precision.device, precision.dtype)
+    return report
+
+
 def info_command(
     model: str = typer.Argument("tiny", help="'tiny', 'smollm2', an HF directory, a .gguf file or a hub id"),
     hardware: bool = typer.Option(False, "--hardware", help="Instead: the device and dtype `auto` picks here and "
@@ -73,8 +96,6 @@ def info_command(
     --hardware, what this machine runs models on)."""
     check_precision(device, dtype)
     if hardware:
-        from longrope.hardware import hardware_report
-
         _show("longrope info --hardware", hardware_report(device, dtype), as_json)
         return
     from longrope.models.loading import load_model

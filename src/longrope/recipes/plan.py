@@ -4,7 +4,7 @@ A plan file::
 
     [model]
     name = "tiny"                  # anything longrope.models.loading.load_model accepts
-    dtype = "float32"              # weights dtype while fine-tuning (searches run in bf16 autocast)
+    dtype = "float32"              # weights dtype while fine-tuning (searches cast to the dtype measured fastest)
 
     [data]
     corpus = "stdlib"              # longrope.data.corpus.get_corpus
@@ -31,7 +31,9 @@ A plan file::
     kind = "export"                # HF directory with rope_parameters of type longrope (+ keys for export_hf)
 
 `load_plan` parses and validates the structure (fields, kinds, order) without loading any model; every
-mistake is a `LongRopeError` that names the offending field, e.g. ``stages[2].factor``.
+mistake is a `LongRopeError` that names the offending field, e.g. ``stages[2].factor``. The types of every
+table are checked here, where the file is read (`longrope.schema`; a stage's keys are the fields of the config
+class that runs it, so each is declared once): ``racing = "false"`` or ``weight_decay = nan`` never reaches a run.
 """
 
 from __future__ import annotations
@@ -45,19 +47,31 @@ from pathlib import Path
 from typing import Any
 
 from longrope.errors import LongRopeError
+from longrope.schema import check_table, describe, field_types, read_document
 from longrope.train.config import FinetuneConfig
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:
-        tomllib = None
 
 KINDS = ("search", "finetune", "search_short", "export", "evaluate")
 STAGE_DIR_NAMES = {"search": "search", "finetune": "finetune", "search_short": "search-short",
                    "export": "export", "evaluate": "evaluate"}
+# The tables of a plan and their keys' types; a stage's keys are in `stage_schema`.
+PLAN_KEYS: dict[str, Any] = {"model": dict, "data": dict, "stages": list, "seed": int, "description": str}
+MODEL_KEYS: dict[str, Any] = {"name": str, "dtype": str}
+DATA_KEYS: dict[str, Any] = {"corpus": str}
+# The keys of the stages that have no config class (the export and evaluate runners read them).
+EXPORT_KEYS: dict[str, Any] = {"target_window": int | None, "lossy": bool, "gguf": bool}
+EVALUATE_KEYS: dict[str, Any] = {"lengths": list[int], "docs": int, "passkey_trials": int}
+
+
+def stage_schema(kind: str) -> dict[str, Any]:
+    """The keys a stage of ``kind`` takes and their types: a search's are `SearchConfig`'s fields (``length``
+    for ``target_length``), a fine-tune's `FinetuneConfig`'s (plus its own ``spec`` file)."""
+    if kind in ("search", "search_short"):
+        from longrope.search.evolution import SearchConfig
+
+        return {**field_types(SearchConfig, exclude=("target_length",)), "length": int}
+    if kind == "finetune":
+        return {**field_types(FinetuneConfig), "spec": str}
+    return dict(EXPORT_KEYS if kind == "export" else EVALUATE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -129,9 +143,34 @@ def _require(stage: Stage, key: str, why: str) -> None:
         raise LongRopeError(f"{stage.label}: missing field {stage.field_name(key)} ({why})")
 
 
-def search_scale(stage: Stage) -> float | None:
-    """The scale a search stage targets if its plan says it directly (``factor``), else None (``length``)."""
-    return float(stage.settings["factor"]) if "factor" in stage.settings else None
+def _search_target(stage: Stage, window: int | None) -> tuple[float, str, str]:
+    """(how far a search stage extends, in which unit, how the plan says it). ``factor`` is the scale s;
+    ``length`` is L' tokens, the scale L'/L once the model's window L is known, else compared in tokens."""
+    if "factor" in stage.settings:
+        factor = float(stage.settings["factor"])
+        return factor, "scale", f"{stage.field_name('factor')} = {factor:g}"
+    length = int(stage.settings["length"])
+    if window:
+        return length / window, "scale", f"{stage.field_name('length')} = {length} ({length / window:g}x the " \
+                                         f"window {window})"
+    return float(length), "tokens", f"{stage.field_name('length')} = {length}"
+
+
+def check_search_order(plan: Plan, window: int | None = None) -> None:
+    """Each search extends further than the one before, whether a stage gives ``factor`` or ``length``.
+
+    Without the model's original window (a plan read before any model) the searches that give the same form
+    are compared; with it (``window``, at the start of a run) every search is, as the scale s = L'/L.
+    """
+    last: dict[str, tuple[float, str]] = {}  # unit -> (extent, how the plan says it) of the latest search
+    for stage in plan.stages:
+        if stage.kind != "search":
+            continue
+        extent, unit, said = _search_target(stage, window)
+        if unit in last and extent <= last[unit][0]:
+            raise LongRopeError(f"{said} must be larger than {last[unit][1]}: a later search extends further than "
+                                "the one before")
+        last[unit] = (extent, said)
 
 
 def _check_search(stage: Stage) -> None:
@@ -210,8 +249,6 @@ def validate(plan: Plan) -> Plan:
         raise LongRopeError("plan has no stages: add [[stages]] tables (kind = search, finetune, ...)")
     have_spec = False
     have_long_search = False
-    last_scale: float | None = None
-    last_scale_field = ""
     for stage in plan.stages:
         exported = [s.index for s in plan.stages[: stage.index] if s.kind == "export"]
         if exported and stage.kind != "evaluate":
@@ -220,19 +257,9 @@ def validate(plan: Plan) -> Plan:
         if stage.kind == "search":
             _check_search(stage)
             _check_search_settings(stage, plan)
-            scale = search_scale(stage)
-            if scale is not None and last_scale is not None and scale <= last_scale:
-                raise LongRopeError(
-                    f"{stage.field_name('factor')} = {scale:g} must be larger than {last_scale_field} = "
-                    f"{last_scale:g}: a later search extends further than the one before"
-                )
-            if scale is not None:
-                last_scale, last_scale_field = scale, stage.field_name("factor")
             have_spec = have_long_search = True
         elif stage.kind == "finetune":
             if "spec" in stage.settings:
-                if not isinstance(stage.settings["spec"], str):
-                    raise LongRopeError(f"{stage.field_name('spec')} must be a path to a spec JSON file")
                 have_spec = True
             elif not have_spec:
                 raise LongRopeError(
@@ -264,6 +291,7 @@ def validate(plan: Plan) -> Plan:
                     raise LongRopeError(f"{stage.field_name('lengths')} must be a list of token counts")
     if sum(s.kind == "export" for s in plan.stages) > 1:
         raise LongRopeError("plan has more than one export stage")
+    check_search_order(plan)
     return plan
 
 
@@ -271,41 +299,31 @@ def parse_plan(data: dict[str, Any], source: str | None = None) -> Plan:
     """Build and validate a `Plan` from the parsed TOML tables."""
     if not isinstance(data, dict):
         raise LongRopeError("a plan must be a TOML document")
-    unknown = set(data) - {"model", "data", "stages", "seed", "description"}
-    if unknown:
-        raise LongRopeError(
-            f"plan: unknown top-level field(s) {', '.join(sorted(unknown))}; expected model, data, stages, seed"
-        )
+    check_table(data, PLAN_KEYS, noun="top-level field", what="a TOML document")
     model = data.get("model")
-    if not isinstance(model, dict):
+    if model is None:
         raise LongRopeError("plan: missing table [model] (with name = \"tiny\" or a model path)")
-    if not isinstance(model.get("name"), str) or not model["name"]:
+    check_table(model, MODEL_KEYS, prefix="model.", noun="field")
+    if not model.get("name"):
         raise LongRopeError("plan: missing field model.name (\"tiny\", a model directory, .gguf file or hub id)")
-    unknown = set(model) - {"name", "dtype"}
-    if unknown:
-        raise LongRopeError(f"plan: unknown field(s) model.{', model.'.join(sorted(unknown))}; expected name, dtype")
-    data_table = data.get("data", {})
-    if not isinstance(data_table, dict) or set(data_table) - {"corpus"}:
-        raise LongRopeError("plan: [data] takes one field, corpus")
+    data_table = check_table(data.get("data", {}), DATA_KEYS, prefix="data.", noun="field")
     raw_stages = data.get("stages")
     if raw_stages is None:
         raise LongRopeError("plan: missing [[stages]] (an ordered list of search / finetune / export stages)")
-    if not isinstance(raw_stages, list):
-        raise LongRopeError("plan: stages must be an array of tables ([[stages]])")
     stages = []
     for index, table in enumerate(raw_stages):
         if not isinstance(table, dict):
-            raise LongRopeError(f"plan: stages[{index}] must be a table")
+            raise LongRopeError(f"plan: stages[{index}] must be a table, found {describe(table)}")
         if "kind" not in table:
             raise LongRopeError(f"plan: missing field stages[{index}].kind (one of {', '.join(KINDS)})")
         kind = table["kind"]
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise LongRopeError(f"plan: stages[{index}].kind = {kind!r} is not one of {', '.join(KINDS)}")
         settings = copy.deepcopy({k: v for k, v in table.items() if k != "kind"})
-        stages.append(Stage(index, kind, settings))
+        stage = Stage(index, kind, settings)
+        check_table(settings, stage_schema(kind), prefix=f"stages[{index}].", where=stage.label)
+        stages.append(stage)
     seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise LongRopeError(f"plan: seed must be an integer, got {seed!r}")
     plan = Plan(model=model["name"], dtype=model.get("dtype", "float32"), corpus=data_table.get("corpus", "stdlib"),
                 stages=tuple(stages), seed=seed, source=source, raw=data)
     return validate(plan)
@@ -314,18 +332,7 @@ def parse_plan(data: dict[str, Any], source: str | None = None) -> Plan:
 def load_plan(path: str | Path | None = None) -> Plan:
     """Read and validate a TOML plan (default: the shipped tiny plan)."""
     path = Path(path) if path is not None else default_plan_path()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise LongRopeError(f"plan file {path} does not exist") from None
-    except OSError as exc:
-        raise LongRopeError(f"cannot read plan file {path}: {exc}") from None
-    if tomllib is None:
-        raise LongRopeError("reading plan files on Python 3.10 needs the 'tomli' package: pip install tomli")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LongRopeError(f"{path} is not valid TOML: {exc}") from None
+    data = read_document(path, "plan file", "toml")
     try:
         return parse_plan(data, source=str(path))
     except LongRopeError as exc:

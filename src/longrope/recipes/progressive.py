@@ -11,7 +11,8 @@ Each stage writes into ``out_dir/NN-kind/`` and, when complete, a ``DONE`` file 
 fingerprint of the plan up to it, its outputs). A re-run skips complete stages and resumes the first
 incomplete one from its own checkpoints (search state, fine-tuning checkpoints), so a killed pipeline loses at
 most the work since the last checkpoint. A complete stage made by a different plan is an error, never silently
-reused.
+reused; one whose marker promises a file that is gone (a deleted ``best_spec.json``) is run again. The plan is
+copied to ``out_dir/plan.toml``, and ``longrope extend OUT/plan.toml --out OUT`` resumes with that copy.
 
 ``STAGE_RUNNERS`` maps a stage kind to ``runner(stage, context, stage_dir, progress) -> outputs``; the
 outputs (JSON) say what the stage produced: ``model`` (a model directory), ``spec`` (a spec file), ...
@@ -20,6 +21,7 @@ outputs (JSON) say what the stage produced: ``model`` (a model directory), ``spe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -31,13 +33,19 @@ from rich.console import Console
 
 from longrope.atomic import atomic_write_text
 from longrope.errors import LongRopeError
-from longrope.recipes.plan import Plan, Stage, load_plan, search_config
+from longrope.recipes.plan import EVALUATE_KEYS, EXPORT_KEYS, Plan, Stage, check_search_order, load_plan, search_config
 from longrope.rope import SPEC_FILE, LongRopeSpec, load_spec
 from longrope.train.config import FinetuneConfig
 
 DONE = "DONE"
 PLAN_COPY = "plan.toml"
+# Beside the copy: the directory of the plan it was copied from, where the plan's relative paths (a fine-tune
+# stage's ``spec``) are read, also when the run is resumed with the copy.
+PLAN_ORIGIN = "plan_origin.txt"
 SUMMARY = "pipeline.json"
+# The outputs of a DONE marker that name a file or directory (relative to the stage's): a marker is believed
+# only while they exist.
+PROMISED_OUTPUTS = ("spec", "model", "export", "gguf")
 
 
 @dataclass
@@ -51,6 +59,7 @@ class PipelineContext:
     finetuned: bool = False
     stage_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"  # `longrope.hardware.resolve_device`: every stage's model goes there
+    plan_dir: Path | None = None  # where the plan's relative paths are read (None: the plan file's directory)
 
     def load(self, dtype: str | None = None):
         """``(model, tokenizer)`` to continue from (raw weights, original RoPE config), in ``dtype`` (default the
@@ -88,11 +97,10 @@ class PipelineContext:
 # ---------------------------------------------------------------------------------------------- runners
 
 
-def _plan_path(plan: Plan, value: str) -> Path:
+def _plan_path(ctx: PipelineContext, value: str) -> Path:
     path = Path(value).expanduser()
-    if not path.is_absolute() and plan.source:
-        path = Path(plan.source).parent / path
-    return path
+    base = ctx.plan_dir or (Path(ctx.plan.source).parent if ctx.plan.source else None)
+    return base / path if base is not None and not path.is_absolute() else path
 
 
 def _stretched_seed(previous: Path, factor: float, stage_dir: Path, geometry) -> Path | None:
@@ -133,7 +141,7 @@ def run_finetune(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: 
     from longrope.train.finetuning import finetune
 
     settings = dict(stage.settings)
-    spec_path = _plan_path(ctx.plan, settings.pop("spec")) if "spec" in settings else ctx.spec
+    spec_path = _plan_path(ctx, settings.pop("spec")) if "spec" in settings else ctx.spec
     if spec_path is None:
         raise LongRopeError(f"{stage.label}: no spec to fine-tune with")
     spec = load_spec(spec_path)
@@ -166,10 +174,10 @@ def run_export(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: bo
     from longrope.export.hf import GGUF_NAME
 
     settings = dict(stage.settings)
-    unknown = sorted(set(settings) - {"target_window", "lossy", "gguf"})
+    unknown = sorted(set(settings) - set(EXPORT_KEYS))
     if unknown:
         raise LongRopeError(f"{stage.label}: unknown field(s) {', '.join(stage.field_name(k) for k in unknown)}; "
-                            "export takes target_window, lossy, gguf")
+                            f"export takes {', '.join(EXPORT_KEYS)}")
     spec = load_spec(ctx.spec)
     model, tokenizer = ctx.load()
     plan = export_model(model, tokenizer, spec, stage_dir / "hf", force=True, **settings)
@@ -190,7 +198,7 @@ def run_evaluate(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: 
     trials = settings.pop("passkey_trials", 10)
     if settings:
         raise LongRopeError(f"{stage.label}: unknown field(s) {', '.join(stage.field_name(k) for k in settings)}; "
-                            "evaluate takes lengths, docs, passkey_trials")
+                            f"evaluate takes {', '.join(EVALUATE_KEYS)}")
     model, tokenizer = ctx.load("auto")  # scoring only: the dtype measured fastest here
     from longrope.attention.rotary import model_geometry
 
@@ -246,10 +254,12 @@ def stage_lengths(plan: Plan, window: int) -> list[tuple[Stage, str, int]]:
 
 
 def check_lengths(plan: Plan, tokenizer, window: int, stages: list[Stage]) -> None:
-    """Every length a pending stage needs must be reached by a document of the corpus (clear error if not)."""
+    """Every length a pending stage needs must be reached by a document of the corpus (clear error if not), and
+    each search extends further than the one before, now that the window turns a ``length`` into a scale."""
     from longrope.data.corpus import get_corpus
     from longrope.data.samples import document_lengths
 
+    check_search_order(plan, window)
     pending = {s.index for s in stages}
     for stage, split, length in stage_lengths(plan, window):
         if stage.index not in pending:
@@ -291,10 +301,24 @@ def preflight(ctx: PipelineContext, pending: list[Stage]) -> None:
 
 
 def _read_done(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's DONE marker, or None when there is none or it is damaged (the stage is then run again)."""
     try:
-        return json.loads((stage_dir / DONE).read_text())
-    except (OSError, ValueError):
+        marker = json.loads((stage_dir / DONE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    if not (isinstance(marker, dict) and isinstance(marker.get("fingerprint"), str)
+            and isinstance(marker.get("outputs"), dict)):
+        return None
+    return marker
+
+
+def _missing_output(stage_dir: Path, marker: dict[str, Any]) -> Path | None:
+    """The first file or directory the marker promises that does not exist (None: all are there)."""
+    for key in PROMISED_OUTPUTS:
+        value = marker["outputs"].get(key)
+        if key in marker["outputs"] and (not isinstance(value, str) or not (stage_dir / value).exists()):
+            return stage_dir / str(value)
+    return None
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -317,10 +341,15 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
         raise LongRopeError(f"{out_dir} already holds pipeline stages ({existing[0].name}, ...); resume it or choose "
                             "another output directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if plan.source and Path(plan.source).is_file():
-        shutil.copyfile(plan.source, out_dir / PLAN_COPY)
-
     ctx = PipelineContext(plan=plan, out_dir=out_dir, model=plan.model, device=device)
+    plan_copy, origin = out_dir / PLAN_COPY, out_dir / PLAN_ORIGIN
+    if plan.source and Path(plan.source).is_file():
+        ctx.plan_dir = Path(plan.source).resolve().parent
+        if not (plan_copy.exists() and os.path.samefile(plan.source, plan_copy)):
+            shutil.copyfile(plan.source, plan_copy)
+            atomic_write_text(origin, f"{ctx.plan_dir}\n")
+        elif origin.is_file():  # resumed with the copy itself: its paths are the original plan's
+            ctx.plan_dir = Path(origin.read_text(encoding="utf-8").strip())
     pending: list[Stage] = []
     done_markers: dict[int, dict[str, Any]] = {}
     for stage in plan.stages:
@@ -331,6 +360,12 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
                     f"{out_dir / stage.name} was completed by a different plan (this stage or an earlier one "
                     f"changed); use another output directory, or delete {stage.name} and the stages after it"
                 )
+            missing = _missing_output(out_dir / stage.name, marker)
+            if missing is not None:  # the stage (and so every later one) runs again and writes it anew
+                console.print(f"[yellow]{stage.name}: its DONE marker names {missing}, which does not exist; "
+                              "running the stage again[/]")
+                pending.append(stage)
+                continue
             done_markers[stage.index] = marker
         else:
             pending.append(stage)
@@ -359,6 +394,8 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
         ctx.absorb(stage, stage_dir, outputs)
         summary["stages"][stage.name] = {"skipped": False, "seconds": seconds, "outputs": outputs}
         console.print(f"{stage.name}: done in {seconds:.0f} s")
+    if ctx.spec is not None and not ctx.spec.is_file():  # never report a final spec that is not there
+        raise LongRopeError(f"the final spec {ctx.spec} does not exist; delete the stage that made it and re-run")
     summary["seconds_this_run"] = round(time.perf_counter() - started, 1)
     summary["final_spec"] = str(ctx.spec) if ctx.spec else None
     summary["final_model"] = ctx.model

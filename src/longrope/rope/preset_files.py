@@ -36,6 +36,6 @@ def read_preset(name: str) -> dict[str, Any]:
     if name not in names:
         raise LongRopeError(f"unknown preset {name!r}; shipped presets: {', '.join(names) or 'none'}")
     try:
-        return json.loads((preset_directory() / f"{name}.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        return json.loads((preset_directory() / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise LongRopeError(f"preset {name!r} is damaged ({exc}); reinstall longrope") from None

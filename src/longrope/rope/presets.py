@@ -24,6 +24,7 @@ from longrope.errors import LongRopeError
 from longrope.rope.geometry import RopeGeometry
 from longrope.rope.preset_files import PRESET_NAME, is_preset_name, read_preset
 from longrope.rope.spec import RopeSpec, spec_from_dict
+from longrope.schema import check_table, field_types
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,22 @@ class Preset:
             geometry.dim, geometry.base, geometry.original_window)
 
 
+# The keys of a preset file and their types; `geometry` and `spec` are tables of their own classes.
+PRESET_KEYS: dict[str, Any] = {"name": str, "geometry": dict, "header": dict, "spec": dict}
+
+
 def preset_from_dict(data: dict[str, Any], where: str) -> Preset:
     try:
-        geometry = RopeGeometry(**data["geometry"])
-        return Preset(name=data["name"], spec=spec_from_dict(data["spec"]), geometry=geometry,
+        check_table(data, PRESET_KEYS, noun="key", what="a preset table")
+        missing = [key for key in ("name", "geometry", "spec") if key not in data]
+        if missing:
+            raise LongRopeError(f"not a preset: missing {', '.join(missing)} (needs name, geometry, spec)")
+        geometry = RopeGeometry(**check_table(data["geometry"], field_types(RopeGeometry), prefix="geometry.",
+                                              noun="key"))
+        return Preset(name=data["name"], spec=spec_from_dict(data["spec"], prefix="spec."), geometry=geometry,
                       header=dict(data.get("header", {})))
-    except (KeyError, TypeError) as exc:
-        raise LongRopeError(f"{where}: not a preset (needs name, geometry, spec): {exc}") from None
+    except TypeError as exc:  # a geometry key missing
+        raise LongRopeError(f"{where}: not a preset (geometry needs dim, base, original_window): {exc}") from None
     except LongRopeError as exc:
         raise LongRopeError(f"{where}: {exc}") from None
 

@@ -5,6 +5,10 @@ inverse frequencies, and `longrope.attention.patch` puts them into a live model.
 
 One file over 400 lines on purpose: the spec classes are small and belong side by side, so their fields,
 checks and JSON forms can be compared at a glance.
+
+Types are checked where specs come in: `make_spec` and `spec_from_dict` (so `load_spec` and presets) hold every
+parameter to its field's declared type with `longrope.schema` (no ``"true"`` for a boolean, no ``true`` or NaN for
+a number, no string for a list); each class's ``__post_init__`` checks the ranges.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any, ClassVar
 
 from longrope.errors import LongRopeError
 from longrope.rope.preset_files import is_preset_name, preset_names, read_preset
+from longrope.schema import check_table, describe, field_types, problem, read_document, suggest
 
 
 def _check_factor(method: str, factor: float) -> None:
@@ -33,6 +38,8 @@ def _check_window(method: str, window: int | None) -> None:
 
 
 def _check_factor_list(name: str, values) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or any(isinstance(v, (bool, str, bytes)) for v in values):
+        raise LongRopeError(f"longrope: {name} must be a list of numbers, got {describe(values)}")
     try:
         values = tuple(float(v) for v in values)
     except (TypeError, ValueError) as exc:
@@ -216,7 +223,7 @@ class StringSpec(RopeSpec):
 
     shift (S) defaults to int(0.33 * window) and local_window (W) to min(128, S // 2), where window is the
     extended window of ``base`` (L * its factor) or L. ``base`` is the scaling STRING sits on (none by default).
-    attention_factor: the reference code's 0.1*ln(2)+1 when True-ish; None for 1.
+    attention_factor: multiplies cos and sin (the reference code uses 0.1*ln(2)+1); None for 1.
     """
 
     method: ClassVar[str] = "string"
@@ -229,9 +236,12 @@ class StringSpec(RopeSpec):
         super().__post_init__()
         if isinstance(self.base, dict):
             object.__setattr__(self, "base", spec_from_dict(self.base))
+        if not isinstance(self.base, RopeSpec):
+            raise LongRopeError(f"string: base must be a spec (a table with a method), got {describe(self.base)}")
         if isinstance(self.base, StringSpec):
             raise LongRopeError("string: base cannot itself be a STRING spec")
-        if self.shift is not None and (not isinstance(self.shift, int) or self.shift <= 0):
+        if self.shift is not None and (not isinstance(self.shift, int) or isinstance(self.shift, bool)
+                                       or self.shift <= 0):
             raise LongRopeError(f"string: shift S must be a positive integer, got {self.shift!r}")
         if self.local_window is not None and (not isinstance(self.local_window, int) or self.local_window < 0):
             raise LongRopeError(f"string: local_window W must be an integer >= 0, got {self.local_window!r}")
@@ -273,32 +283,47 @@ SPEC_FILE = "longrope_spec.json"
 
 
 def method_class(method: str) -> type[RopeSpec]:
+    if not isinstance(method, str):
+        raise LongRopeError(f"method is {describe(method)}; expected a string, one of: {', '.join(METHODS)}")
     name = ALIASES.get(method, method)
     if name not in SPEC_TYPES:
-        raise LongRopeError(f"unknown scaling method {method!r}; choose one of: {', '.join(METHODS)}")
+        raise LongRopeError(f"unknown scaling method {method!r}{suggest(method, [*METHODS, *ALIASES])}; "
+                            f"choose one of: {', '.join(METHODS)}")
     return SPEC_TYPES[name]
 
 
-def make_spec(method: str, **params: Any) -> RopeSpec:
-    """Build a spec by method name; unknown parameters are an error that lists the valid ones."""
-    cls = method_class(method)
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(params) - valid
-    if unknown:
-        raise LongRopeError(
-            f"{cls.method}: unknown parameter(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}"
-        )
+def _build(cls: type[RopeSpec], params: dict[str, Any], prefix: str) -> RopeSpec:
+    """``cls(**params)`` once every parameter is a field of ``cls`` of its declared type; ``prefix`` names where
+    the table sits (``base.`` for a STRING spec's base)."""
+    try:
+        check_table(params, field_types(cls), prefix=prefix, noun="parameter")
+    except LongRopeError as exc:  # a nested table's keys are named in full (base.factor), the method is not
+        raise LongRopeError(f"{exc}" if prefix else f"{cls.method}: {exc}") from None
+    params = dict(params)
+    if isinstance(params.get("base"), dict):  # a STRING spec's base, checked with its own key names
+        params["base"] = spec_from_dict(params["base"], prefix=f"{prefix}base.")
     return cls(**params)
 
 
-def spec_from_dict(data: dict[str, Any]) -> RopeSpec:
+def make_spec(method: str, **params: Any) -> RopeSpec:
+    """Build a spec by method name; unknown parameters and values of the wrong type are errors naming them."""
+    return _build(method_class(method), params, "")
+
+
+def spec_from_dict(data: dict[str, Any], prefix: str = "") -> RopeSpec:
+    """The spec a parsed JSON object describes (``method`` plus that method's parameters)."""
     if not isinstance(data, dict):
-        raise LongRopeError(f"a spec must be a JSON object, got {type(data).__name__}")
+        where = f"{prefix.rstrip('.')} " if prefix else "a spec "
+        raise LongRopeError(f"{where}must be a JSON object, found {describe(data)}")
     data = dict(data)
     method = data.pop("method", None)
     if method is None:
-        raise LongRopeError("a spec needs a 'method' field")
-    return make_spec(method, **data)
+        raise LongRopeError(f"a spec needs a '{prefix}method' field")
+    try:
+        cls = method_class(method)
+    except LongRopeError as exc:
+        raise LongRopeError(f"{prefix}{exc}" if prefix else str(exc)) from None
+    return _build(cls, data, prefix)
 
 
 def spec_from_json(text: str) -> RopeSpec:
@@ -306,6 +331,8 @@ def spec_from_json(text: str) -> RopeSpec:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LongRopeError(f"spec is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise LongRopeError("spec is nested too deeply to be read (the parser ran out of recursion)") from None
     return spec_from_dict(data)
 
 
@@ -318,15 +345,10 @@ def load_spec(path: str | Path) -> RopeSpec:
         except (LongRopeError, KeyError, TypeError) as exc:
             raise LongRopeError(f"preset {str(path)!r}: {exc}") from None
     path = Path(path)
+    presets = ", ".join(preset_names()) or "none"
+    data = read_document(path, "spec file", "json", f" (nor is it a preset; shipped: {presets})")
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        presets = ", ".join(preset_names()) or "none"
-        raise LongRopeError(f"spec file {path} does not exist (nor is it a preset; shipped: {presets})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LongRopeError(f"cannot read spec file {path}: {exc}") from None
-    try:
-        return spec_from_json(text)
+        return spec_from_dict(data)
     except LongRopeError as exc:
         raise LongRopeError(f"{path}: {exc}") from None
 
@@ -393,6 +415,14 @@ def to_rope_parameters(spec: RopeSpec, rope_theta: float, original_window: int |
     return out
 
 
+# The rope_parameters keys `from_rope_parameters` reads, with their types (a model's config.json is user data).
+ROPE_PARAMETER_TYPES: dict[str, Any] = {
+    "rope_type": str, "type": str, "factor": float | None, "original_max_position_embeddings": int | None,
+    "beta_fast": float | None, "beta_slow": float | None, "attention_factor": float | None, "truncate": bool,
+    "low_freq_factor": float, "high_freq_factor": float, "long_factor": list[float], "short_factor": list[float],
+}
+
+
 def from_rope_parameters(params: dict[str, Any], max_position_embeddings: int | None = None) -> RopeSpec:
     """The spec equivalent to a transformers ``rope_parameters`` dict (``rope_theta`` is ignored).
 
@@ -400,6 +430,10 @@ def from_rope_parameters(params: dict[str, Any], max_position_embeddings: int | 
     """
     if not isinstance(params, dict):
         raise LongRopeError(f"rope_parameters must be a dict, got {type(params).__name__}")
+    for key, hint in ROPE_PARAMETER_TYPES.items():  # other keys (a runtime's own) are not ours to refuse
+        found = problem(params[key], hint, f"rope_parameters.{key}") if key in params else None
+        if found:
+            raise LongRopeError(found)
     kind = params.get("rope_type", params.get("type", "default"))
     window = params.get("original_max_position_embeddings")
     window = int(window) if window is not None else None

@@ -16,13 +16,13 @@ into range, plus an optional user factor file.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from longrope.errors import LongRopeError
 from longrope.rope.preset_files import is_preset_name, read_preset
+from longrope.schema import describe, problem, read_document
 from longrope.rope import (
     LinearSpec,
     LongRopeSpec,
@@ -296,24 +296,27 @@ def read_factor_file(path: str | Path, geometry: RopeGeometry) -> tuple[float, .
     from a shipped preset named by ``path``."""
     path = Path(path)
     try:
-        data = read_preset(str(path))["spec"] if is_preset_name(str(path)) else json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LongRopeError(f"factor file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as exc:
+        data = read_preset(str(path))["spec"] if is_preset_name(str(path)) else read_document(path, "factor file",
+                                                                                              "json")
+    except KeyError as exc:
         raise LongRopeError(f"cannot read factor file {path}: {exc}") from None
     if isinstance(data, dict) and "long_factor" in data and "method" not in data:
         data = data["long_factor"]  # a bare rope_parameters-like dict
     if isinstance(data, dict):
-        spec = spec_from_dict(data)
+        try:
+            spec = spec_from_dict(data)
+        except LongRopeError as exc:
+            raise LongRopeError(f"factor file {path}: {exc}") from None
         values = rescale_factors(spec.with_window(geometry.original_window), geometry)[0].tolist()
     elif isinstance(data, list):
+        found = problem(data, list[float], "factors")  # no strings, booleans, NaN or nested lists
+        if found:
+            raise LongRopeError(f"factor file {path}: {found}")
         values = data
     else:
-        raise LongRopeError(f"factor file {path}: expected a JSON list of factors or a spec object")
-    try:
-        values = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise LongRopeError(f"factor file {path}: every factor must be a number") from None
+        raise LongRopeError(f"factor file {path}: expected a JSON list of factors or a spec object, found "
+                            f"{describe(data)}")
+    values = [float(v) for v in values]
     if len(values) != geometry.pairs:
         raise LongRopeError(
             f"factor file {path} has {len(values)} factors but the model has {geometry.pairs} rotary pairs "

@@ -90,12 +90,24 @@ class FinetuneConfig:
         positive_int("log_every", self.log_every)
         if self.short_length is not None:
             positive_int("short_length", self.short_length, 2)
+        for name in ("mixed", "gradient_checkpointing", "pose"):  # "false" would be true
+            if not isinstance(getattr(self, name), bool):
+                raise LongRopeError(f"fine-tune: {name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("schedule", "mixed_precision", "corpus"):
+            if not isinstance(getattr(self, name), str):
+                raise LongRopeError(f"fine-tune: {name} must be a string, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "max_grad_norm"):  # NaN slips through a plain `< 0`
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value >= 0):
+                raise LongRopeError(f"fine-tune: {name} must be a finite number >= 0, got {value!r}")
         if self.schedule not in SCHEDULES:
             raise LongRopeError(
                 f"fine-tune: unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)} "
                 "(and set lr for a custom peak rate)"
             )
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is not None and (isinstance(self.lr, bool) or not (
+                isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0)):
             raise LongRopeError(f"fine-tune: lr must be a positive number, got {self.lr!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise LongRopeError(
@@ -104,8 +116,6 @@ class FinetuneConfig:
         fraction = self.retrieval_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise LongRopeError(f"fine-tune: retrieval_fraction must be a number in [0, 1], got {fraction!r}")
-        if not isinstance(self.pose, bool):
-            raise LongRopeError(f"fine-tune: pose must be true or false, got {self.pose!r}")
         if self.pose:
             if self.target_length is None:
                 raise LongRopeError("fine-tune: pose needs target_length, the extended length L' its positions span")
