@@ -58,7 +58,9 @@ def profile_forward(model, length: int, rows: int) -> None:
     ids = torch.randint(3, model.config.vocab_size, (1, length), generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
         token_nll(model, ids)
-    print(f"\nprofile of one {length}-token forward ({type(model).__name__}, {next(model.parameters()).dtype}), top {rows} ops by self CPU time:")
+    dtype = next(model.parameters()).dtype
+    print(f"\nprofile of one {length}-token forward ({type(model).__name__}, {dtype}),"
+          f" top {rows} ops by self CPU time:")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48))
 
 

@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -179,7 +179,7 @@ def cached_measurement(name: str, measure: Callable[[], dict]) -> tuple[dict, bo
     return result, False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cpu_speeds(threads: int) -> CpuSpeeds:
     def measure() -> dict:
         return {"fp32": _gflops(torch.float32), "bf16": _gflops(torch.bfloat16)}

@@ -12,7 +12,8 @@ grouped-query attention costs no key/value copies.
 `scoring_attention(model)` switches a model to it for the duration of a ``with`` block when it pays off: no
 gradients (a backward pass would keep every block's probabilities, i.e. quadratic memory), a CPU model using
 ``sdpa`` in bf16 on a CPU whose bf16 products are fast, or in fp32 where the blocked variant measured faster
-than SDPA (`blocked_attention_choice`; on an AVX2 EPYC SDPA won, 0.6x the blocked time). Anything else (padding or sliding-window masks, a KV cache, training, other dtypes or devices)
+than SDPA (`blocked_attention_choice`; on an AVX2 EPYC SDPA won, 0.6x the blocked time). Anything else
+(padding or sliding-window masks, a KV cache, training, other dtypes or devices)
 falls back to transformers' SDPA function call by call, so the switch never changes what a model can do.
 """
 

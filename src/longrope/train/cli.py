@@ -62,7 +62,8 @@ def finetune_command(
     """Fine-tune a model at an extended length with a fixed RoPE scaling spec (LongRoPE, PI, YaRN, ...).
 
     Packs train-split documents that reach --length tokens into sequences of exactly --length tokens; chunked
-    loss, gradient checkpointing, mixed precision where it is fast, AdamW. Writes --out/model (an HF directory whose config keeps
+    loss, gradient checkpointing, mixed precision where it is fast, AdamW. Writes --out/model (an HF directory
+    whose config keeps
     the original RoPE, with longrope_spec.json beside it: load it with longrope.train.load_finetuned),
     --out/checkpoints and --out/train_log.jsonl. On several GPUs: accelerate launch -m longrope finetune ...
     """

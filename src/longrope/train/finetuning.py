@@ -8,7 +8,8 @@ Recipe, as in the LongRoPE paper (section 4.1) and LongRoPE2 (section 3.3):
   (`longrope.train.data.PackedSequences`);
 - loss: next-token NLL with the output head and the cross-entropy applied a chunk at a time, each chunk
   recomputed in backward, so no [tokens x vocab] logits tensor exists in forward or backward;
-- gradient checkpointing, bf16/fp16 autocast where it is fast on the device (`longrope.hardware`), AdamW with the paper's schedules
+- gradient checkpointing, bf16/fp16 autocast where it is fast on the device (`longrope.hardware`), AdamW with
+  the paper's schedules
   (``linear`` from 2e-5, ``constant`` 1e-6, or a custom peak ``lr``), gradient accumulation, gradient clipping;
 - optional LongRoPE2 mixed context window training: micro-batches alternate between long sequences with the
   scaled RoPE and short ones (original window) packed from short documents with the model's original RoPE;
