@@ -118,13 +118,13 @@ def main() -> int:
     from longrope.hardware import dtype_name, resolve_precision
 
     dtype = resolve_precision("cpu", args.dtype).dtype
-    name = dtype_name(dtype)
+    dtype_label = dtype_name(dtype)
     print(f"machine: {cpu_flags()}")
     size = 1024 if args.quick else 2048
     bf16_peak, fp32_peak = matmul_peak(torch.bfloat16, size=size), matmul_peak(torch.float32, size=size)
     peak = bf16_peak if dtype == torch.bfloat16 else fp32_peak
     print(f"bf16 matmul peak {bf16_peak / 1e9:.0f} GFLOP/s; fp32 {fp32_peak / 1e9:.0f} GFLOP/s "
-          f"(bf16/fp32 = {bf16_peak / fp32_peak:.2f}x); running in {name}, against the {name} peak")
+          f"(bf16/fp32 = {bf16_peak / fp32_peak:.2f}x); running in {dtype_label}, against the {dtype_label} peak")
     if args.quick:
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -156,10 +156,10 @@ def main() -> int:
         ablation(last[0], last[2], last[1])
     for name, length, _, _, efficiency in rows:
         if name == "smollm2" and length == 8192:
-            print(f"GOAL SmolLM2 at 8k: {100 * efficiency:.1f}% of {name} peak (target >= 50%): "
+            print(f"GOAL SmolLM2 at 8k: {100 * efficiency:.1f}% of {dtype_label} peak (target >= 50%): "
                   f"{'met' if efficiency >= 0.5 else 'NOT met'}")
     best = max(rows, key=lambda r: r[4])
-    print(f"RESULT best efficiency {100 * best[4]:.1f}% of {name} peak ({best[0]} at {best[1]} tokens)")
+    print(f"RESULT best efficiency {100 * best[4]:.1f}% of {dtype_label} peak ({best[0]} at {best[1]} tokens)")
     return 0
 
 

@@ -28,11 +28,11 @@ def captured(monkeypatch):
         seen["config"] = config
         return out / "model"
 
-    def fake_search(model, long_spec, spec, config, out, resume, progress):
+    def fake_search(model, long_spec, spec, config, out, resume, progress, device):
         seen["config"] = config
 
     monkeypatch.setattr(finetuning, "finetune", fake_finetune)
-    monkeypatch.setattr("longrope.models.loading.load_model", lambda name, dtype="float32": (None, None))
+    monkeypatch.setattr("longrope.models.loading.load_model", lambda name, dtype="float32", device="cpu": (None, None))
     monkeypatch.setattr(search_cli, "_run_search", fake_search)
     return seen
 

@@ -263,7 +263,8 @@ def resolve_precision(device: str | torch.device = "auto", dtype: str | torch.dt
 
 def model_record(model: torch.nn.Module) -> dict:
     """Device, dtype, torch version and the machine of a loaded model, for result files."""
-    param = next(model.parameters(), None)
+    parameters = getattr(model, "parameters", None)  # a stand-in object in a test or notebook has none
+    param = next(parameters(), None) if callable(parameters) else None
     device = param.device if param is not None else torch.device("cpu")
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_summary()
     return {"device": str(device), "dtype": dtype_name(param.dtype) if param is not None else "fp32",

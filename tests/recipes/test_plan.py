@@ -236,7 +236,7 @@ def test_the_comparison_loads_each_model_once_and_keeps_the_rows_order(fakes, tm
     out = _finished_pipeline(tmp_path)
     loads, evaluated = [], []
 
-    def load_model(name, dtype=None):
+    def load_model(name, dtype=None, device=None):
         loads.append(name)
         return SimpleNamespace(name=name), None
 

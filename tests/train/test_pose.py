@@ -196,7 +196,7 @@ def test_the_cli_option_reaches_the_config(tmp_path, monkeypatch):
         return out / "model"
 
     monkeypatch.setattr(finetune_module, "finetune", fake_finetune)
-    monkeypatch.setattr("longrope.models.loading.load_model", lambda name, dtype="float32": (None, None))
+    monkeypatch.setattr("longrope.models.loading.load_model", lambda name, dtype="float32", device="cpu": (None, None))
     spec_file = tmp_path / "spec.json"
     save_spec(LinearSpec(factor=4.0), spec_file)
     args = ["finetune", "--spec", str(spec_file), "--length", "64", "--steps", "2", "--out", str(tmp_path / "o"),
