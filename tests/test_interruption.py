@@ -1,5 +1,6 @@
-"""Real processes stopped at random points: Ctrl-C says what was kept and how to continue, the printed command
-finishes the job, a second writer on the same --out is refused, and a SIGKILL's lock is taken over."""
+"""Real processes stopped at random points: Ctrl-C (and SIGTERM, alike) says what was kept and how to continue,
+the printed command finishes the job, a second writer on the same --out is refused, and a SIGKILL's lock is taken
+over."""
 
 from __future__ import annotations
 
@@ -245,3 +246,62 @@ def test_a_ctrl_c_inside_interrupts_deferred_waits_for_the_block_to_finish():
         assert steps == ["second write", "again"]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# A command that says "ready" on stdout and then waits inside on_interrupt, for the signal tests below.
+WAITING_COMMAND = """
+import sys, time
+from longrope import cli
+from longrope.interrupts import on_interrupt
+
+@cli.app.command("wait-for-a-signal")
+def wait_for_a_signal() -> None:
+    with on_interrupt("waiting stopped; saved: nothing [here]; continue with: longrope wait-for-a-signal"):
+        print("ready", flush=True)
+        time.sleep(120)
+
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("stop, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_stops_a_command_as_ctrl_c_does_with_status_143(env, stop, status):
+    proc = subprocess.Popen([sys.executable, "-c", WAITING_COMMAND, "wait-for-a-signal"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    proc.send_signal(stop)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert err.strip() == ("interrupted: waiting stopped; saved: nothing [here]; continue with: longrope "
+                           "wait-for-a-signal"), err
+
+
+def test_a_sigterm_inside_interrupts_deferred_waits_for_the_block_and_gives_143():
+    from longrope.interrupts import interrupt_status, interrupts_deferred, sigterm_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    steps = []
+    with sigterm_interrupts():
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # delivered here, and held
+                steps.append("second write")
+        assert steps == ["second write"] and interrupt_status() == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_during_search_keeps_every_finished_evaluation(tmp_path, env):
+    out = tmp_path / "search"
+    proc = _longrope([*SEARCH, "--out", out], env)
+    _wait_for_lines(out / "evaluations.jsonl", 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    message = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(message) == 1 and "Traceback" not in err, err
+    assert str(out / "search_state.json") in message[0] and message[0].endswith("--resume")
+    assert not (tmp_path / ".search.lock").exists()
+    state = json.loads((out / "search_state.json").read_text())
+    orders = _orders(out / "evaluations.jsonl")
+    assert orders == list(range(len(state["records"])))  # the log and the state agree: nothing half-written

@@ -44,3 +44,15 @@ def test_no_plain_lines_on_a_terminal():
 
 def test_quiet_console_prints_nothing():
     assert _run(Console(file=io.StringIO(), quiet=True)) == ""
+
+
+def test_a_description_is_plain_text_on_a_terminal_and_in_a_log():
+    # Descriptions name spec files and models: "[/]" must neither raise MarkupError nor "[bold]" vanish.
+    description = "ppl /tmp/a[/]b[bold]c"
+    for terminal in (True, False):
+        console = Console(file=io.StringIO(), force_terminal=terminal, width=200)
+        with LoggedProgress(*progress_columns(), console=console, min_interval=0.0) as bar:
+            task = bar.add_task(description, total=2)
+            bar.advance(task, 2)
+            bar.refresh()
+        assert description in console.file.getvalue(), terminal

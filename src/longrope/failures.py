@@ -142,7 +142,7 @@ def save_traceback(exc: BaseException) -> Path:
         "versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + f", platform {platform.platform()}\n\n",
         *traceback.format_exception(type(exc), exc, exc.__traceback__),
     ])
-    error: OSError | None = None
+    error = OSError("no directory to write to")
     for directory in (cache_root() / "crash", Path(tempfile.gettempdir()) / "longrope-crash"):
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -159,6 +159,6 @@ def internal_error(exc: BaseException) -> Failure:
     what = f"{type(exc).__name__}: {one_line(exc)}" if str(exc) else type(exc).__name__
     try:
         saved = f"full traceback saved to {save_traceback(exc)}"
-    except OSError as write_error:
+    except Exception as write_error:  # noqa: BLE001 - the report of a bug must not fail in turn
         saved = f"its traceback could not be saved ({write_error}); rerun with {DEBUG_ENV}=1 to see it"
     return Failure(INTERNAL, "internal error", f"{what}; {saved}; please report it")

@@ -125,3 +125,23 @@ def test_fingerprint_tells_tokenizers_apart(tokenizer):
     other = train_tokenizer(["completely different text " * 50], vocab_size=280)
     assert tokenizer_fingerprint(tokenizer) == tokenizer_fingerprint(tokenizer)
     assert tokenizer_fingerprint(tokenizer) != tokenizer_fingerprint(other)
+
+
+@pytest.mark.parametrize("junk", [b"not a pickle", b"", b"PK\x03\x04 a broken zip"])
+def test_a_damaged_sample_cache_is_built_again_with_a_note(cache, corpus, tokenizer, junk, capsys):
+    first = token_samples(corpus, tokenizer, min_tokens=20, n=3, seed=0)
+    (path,) = (cache / "samples").glob("samples-*.pt")
+    path.write_bytes(junk)
+    capsys.readouterr()
+    again = token_samples(corpus, tokenizer, min_tokens=20, n=3, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert f"note: the cache file {path} cannot be read" in capsys.readouterr().err
+    assert torch.load(path, weights_only=True).shape == (3, 20)  # and it is whole again
+
+
+def test_a_damaged_lengths_cache_is_counted_again_with_a_note(cache, corpus, tokenizer, capsys):
+    lengths = document_lengths(corpus, tokenizer)
+    (path,) = (cache / "samples").glob("lengths-*.json")
+    path.write_text('["not", "counts"]')
+    assert document_lengths(corpus, tokenizer) == lengths
+    assert f"note: the cache file {path} holds no token counts" in capsys.readouterr().err
