@@ -24,7 +24,10 @@ from longrope.presets import cli as presets_cli
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(DEBUG_ENV, raising=False)  # restored (removed) after the test, also when --debug set it
+    # setenv first so that monkeypatch restores the variable's absence after the test: `--debug` sets it in
+    # os.environ, and a leak would put tracebacks into every later test's subprocesses.
+    monkeypatch.setenv(DEBUG_ENV, "")
+    monkeypatch.delenv(DEBUG_ENV)
 
 
 def run(*args: object, raises: BaseException | None = None) -> tuple[int, str]:
