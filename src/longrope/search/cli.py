@@ -106,7 +106,7 @@ def search_command(
     Run on several processes with: torchrun --nproc-per-node N -m longrope search ...
     """
     from longrope.rope import LongRopeSpec, load_spec
-    from longrope.search.evolution import SearchConfig
+    from longrope.search.config import SearchConfig
 
     # Everything below is checked before torchrun's process group or the model: a mistake costs no compute.
     check_number("--racing-z", racing_z)  # negative is the exact rule; only NaN and infinities are mistakes

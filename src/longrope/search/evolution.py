@@ -21,21 +21,22 @@ What makes it faster at equal quality (see `fitness` and notes/search.md):
 - batching: ``batch`` candidates per forward, one RoPE table per row;
 - forwards in the dtype measured fastest on the device (bf16 on a bf16-fast CPU or a GPU), the loss in fp32.
 
-This module is the public face: `SearchConfig` (every option, its checks and the hashed part) and the entry
-points `search` / `search_short`, which build the space and the documents. The run itself is split by idea:
-`run` (state on every rank, distributed evaluation, the generation loop), `generation` (drawing candidates,
-racing rules, selection) and `outputs` (log rows, best_spec.json, result.json, the plot, `SearchResult`).
+This module is the public face: the entry points `search` / `search_short`, which build the space and the
+documents (and `SearchConfig`, every option, its checks and the hashed part, re-exported from `config`). The run
+itself is split by idea: `run` (state on every rank, distributed evaluation, the generation loop), `generation`
+(drawing candidates, racing rules, selection) and `outputs` (log rows, best_spec.json, result.json, the plot,
+`SearchResult`). None of them imports this module, and `config` imports none of them: no import ring.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from longrope.attention.patch import model_geometry
 from longrope.errors import LongRopeError
 from longrope.rope import LongRopeSpec
+from longrope.search.config import SearchConfig
 from longrope.search.distributed import Comm
 from longrope.search.fitness import FitnessData, build_fitness_data
 from longrope.search.generation import MAX_DRAWS  # noqa: F401  (re-exported: defined here before the split)
@@ -43,145 +44,6 @@ from longrope.search.outputs import LOG_FILE, PLOT_FILE, RESULT_FILE, SPEC_FILE 
 from longrope.search.outputs import SearchResult
 from longrope.search.run import evaluation_model, execute
 from longrope.search.space import make_short_space, make_space, read_factor_file
-from longrope.validation import check_number
-
-# Fields that do not change the result and may differ between a run and its resume.
-_UNHASHED = ("batch", "chunk", "generations", "max_evaluations")
-
-
-@dataclass
-class SearchConfig:
-    """Every option of the search. Give ``factor`` (s) or ``target_length`` (L' = s * L).
-
-    Budget: ``population`` initial individuals, then ``generations`` generations of ``mutations`` +
-    ``crossovers`` children with ``parents`` kept; ``max_evaluations`` caps the number of evaluations.
-    Space: factors in [1, ``lambda_max``] (default 1.25*s) on a 0.01 grid; ``search_n_hat`` adds n_hat (not
-    exportable to transformers when > 0); ``search_attention`` searches the attention factor on
-    [``attention_min``, ``attention_max``]; otherwise ``attention_factor`` (None: the "su" policy).
-    ``longrope2``: only pairs >= ``critical_pair`` (default: the theoretical one) searched, in [s, 2s].
-    Fitness: ``docs`` documents of ``corpus``/``split`` (never test) cut to the target length; ``needle``
-    scores only planted pass-key digits. Speed: ``batch`` candidates per forward, ``racing`` with the
-    predictive rule of ``racing_z`` spreads (`fitness.RacingRule`; None: the exact rule),
-    forwards in ``dtype`` (``auto``: `longrope.hardware`'s measured choice for the model's device; None: the
-    model's own). ``racing_rank`` (default: a quarter of ``parents``;
-    ``parents`` keeps the reference algorithm's selection) races children against that parent: a child
-    must promise a place in that top to be scored fully (fewer tokens). ``estimated_parents``: a child
-    dropped by the predictive rule still competes for the parent set with its predicted fitness, so a small
-    racing rank saves tokens without narrowing the parent set (the best is always a fully scored individual).
-    """
-
-    factor: float | None = None
-    target_length: int | None = None
-    population: int = 64
-    mutations: int = 16
-    crossovers: int = 16
-    parents: int = 32
-    generations: int = 40
-    mutation_prob: float = 0.3
-    max_evaluations: int | None = None
-    lambda_max: float | None = None
-    search_n_hat: bool = False
-    search_attention: bool = False
-    attention_min: float = 1.0
-    attention_max: float = 1.6
-    attention_factor: float | None = None
-    longrope2: bool = False
-    critical_pair: int | None = None
-    docs: int = 5
-    corpus: str = "stdlib"
-    split: str = "validation"
-    data_seed: int = 0
-    needle: bool = False
-    seed: int = 0
-    batch: int = 4
-    racing: bool = True
-    racing_z: float | None = 1.5
-    racing_rank: int | None = None
-    estimated_parents: bool = True
-    portable: bool = False
-    portable_weight: float = 1.0
-    dtype: str | None = "auto"
-    factor_file: str | None = None
-    chunk: int = 1024
-
-    def validate(self) -> None:
-        """Raise `LongRopeError` for settings no model can make work; needs no model, so callers check early."""
-        if self.factor is None and self.target_length is None:
-            raise LongRopeError("give the scale factor s or the target length")
-        check_number("factor", self.factor)
-        if self.factor is not None and self.factor <= 1:
-            raise LongRopeError(
-                f"factor must be > 1 so that the target length is above the model's original window, got {self.factor}"
-            )
-        check_number("target_length", self.target_length, minimum=2)
-        check_number("lambda_max", self.lambda_max, minimum=1)
-        check_number("critical_pair", self.critical_pair, minimum=0)
-        check_number("attention_min", self.attention_min, above=0)
-        check_number("attention_max", self.attention_max, minimum=self.attention_min)
-        check_number("attention_factor", self.attention_factor, above=0)
-        check_number("racing_z", self.racing_z)
-        check_number("portable_weight", self.portable_weight, minimum=0)
-        for name in ("population", "parents", "docs", "batch"):
-            check_number(name, getattr(self, name))  # a plan file can hold any type, even NaN
-            if getattr(self, name) < 1:
-                raise LongRopeError(
-                    f"{name} must be >= 1 (got {getattr(self, name)}): the search budget is zero"
-                )
-        for name in ("generations", "mutations", "crossovers"):
-            check_number(name, getattr(self, name), minimum=0)
-        check_number("max_evaluations", self.max_evaluations)
-        check_number("mutation_prob", self.mutation_prob)
-        check_number("chunk", self.chunk, minimum=1)
-        if self.generations > 0 and self.mutations + self.crossovers == 0:
-            raise LongRopeError("a generation needs at least one mutation or crossover")
-        if self.parents > self.population:
-            raise LongRopeError(f"parents ({self.parents}) cannot exceed the population ({self.population})")
-        if self.max_evaluations is not None and self.max_evaluations < 1:
-            raise LongRopeError(
-                f"max_evaluations must be >= 1 (got {self.max_evaluations}): the budget is zero"
-            )
-        if not 0 <= self.mutation_prob <= 1:
-            raise LongRopeError(f"mutation probability must be in [0, 1], got {self.mutation_prob}")
-        if self.split == "test":
-            raise LongRopeError("the search must not use the test split (it is for the final evaluation)")
-        if self.racing_rank is not None and not 1 <= self.racing_rank <= self.parents:
-            raise LongRopeError(f"racing_rank must be in 1..parents ({self.parents}), got {self.racing_rank}")
-        if self.racing_z is not None and self.racing_z < 0:
-            raise LongRopeError("racing z must be >= 0 (None: exact racing)")
-        if self.factor is not None and self.target_length is not None:
-            raise LongRopeError(f"give the scale once: factor ({self.factor:g}, --factor) or target_length "
-                                f"({self.target_length}, --length), not both")
-
-    def target(self, original_window: int) -> tuple[float, int]:
-        """(s, L') for a model whose original window is L."""
-        if self.target_length is not None:
-            length = int(self.target_length)
-            factor = length / original_window
-        else:
-            factor = float(self.factor)
-            length = int(round(factor * original_window))
-        if length <= original_window:
-            raise LongRopeError(
-                f"the target length {length} must be above the model's original window {original_window}"
-            )
-        return factor, length
-
-    @property
-    def race_rank(self) -> int:
-        """The parent rank children race against (``racing_rank``, or a quarter of ``parents`` when None)."""
-        return self.racing_rank or max(1, self.parents // 4)
-
-    def hashed(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in _UNHASHED}
-        if not self.racing or self.racing_z is None:
-            del out["estimated_parents"]  # only the predictive rule gives estimates: no effect here
-        if not self.portable:  # absent when off, so states written before these settings existed still resume
-            del out["portable"], out["portable_weight"]
-        return out
-
-    def planned_evaluations(self) -> int:
-        total = self.population + self.generations * (self.mutations + self.crossovers)
-        return total if self.max_evaluations is None else min(total, self.max_evaluations)
 
 
 def search(

@@ -10,17 +10,13 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from typing import TYPE_CHECKING
-
 from rich.console import Console
 
+from longrope.search.config import SearchConfig
 from longrope.search.fitness import racing_rule
 from longrope.search.operators import crossover, mutate
 from longrope.search.space import Genome, SearchSpace
 from longrope.search.state import SearchState
-
-if TYPE_CHECKING:
-    from longrope.search.evolution import SearchConfig
 
 MAX_DRAWS = 100  # attempts to draw a child that was never evaluated before giving up on that child
 

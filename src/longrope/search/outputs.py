@@ -11,22 +11,18 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from rich.console import Console
 
 from longrope.atomic import atomic_write_text
 from longrope.errors import LongRopeError
 from longrope.notes import note
 from longrope.rope import LongRopeSpec, save_spec
+from longrope.search.config import SearchConfig
 from longrope.search.fitness import FitnessData
 from longrope.search.generation import complete_fitness
 from longrope.search.report import EvaluationLog, plot_convergence
 from longrope.search.space import Genome, SearchSpace
 from longrope.search.state import Record, SearchState
-
-if TYPE_CHECKING:
-    from longrope.search.evolution import SearchConfig
 
 SPEC_FILE = "best_spec.json"
 LOG_FILE = "evaluations.jsonl"

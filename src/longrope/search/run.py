@@ -9,8 +9,6 @@ import dataclasses
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from rich.console import Console
 
 from longrope.attention.patch import restore
@@ -18,6 +16,7 @@ from longrope.errors import LongRopeError
 from longrope.hardware import model_record
 from longrope.interrupts import interrupts_deferred
 from longrope.rope import RopeGeometry
+from longrope.search.config import SearchConfig
 from longrope.search.distributed import Comm, init_from_env
 from longrope.search.fitness import Evaluation, Evaluator, FitnessData, PenalizedEvaluator, RacingRule
 from longrope.search.generation import best_text, budget_left, draw_generation, select, setup_group
@@ -35,9 +34,6 @@ from longrope.search.state import (
     save_state,
     stable_hash,
 )
-
-if TYPE_CHECKING:
-    from longrope.search.evolution import SearchConfig
 
 
 def forward_dtype(model, dtype: str | None) -> str:
