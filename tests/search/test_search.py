@@ -215,3 +215,20 @@ def test_settings_that_are_off_do_not_change_a_states_hash():
 
     assert "portable" not in small_config().hashed()
     assert small_config(portable=True).hashed()["portable_weight"] == 1.0
+
+
+def test_longrope2_with_the_critical_pair_searched(model, tmp_path):
+    """The published LongRoPE2 space end to end: every genome carries its critical pair, the result too."""
+    from longrope.attention.patch import model_geometry
+
+    config = small_config(longrope2=True, search_critical=True, generations=1)
+    assert config.hashed()["search_critical"] is True and "search_critical" not in small_config().hashed()
+    r = search(model, None, config, tmp_path, data=small_data(), progress=False)
+    candidates = model_geometry(model).critical_candidates
+    assert r.genome.critical in candidates
+    c = r.genome.critical
+    assert all(4.0 <= v <= 8.0 for v in r.spec.long_factor[c:])
+    rows = [json.loads(line) for line in r.log_path.read_text().splitlines()]
+    assert all(row["genome"]["critical"] in candidates for row in rows)
+    with pytest.raises(LongRopeError, match="part of LongRoPE2"):
+        small_config(search_critical=True).validate()

@@ -43,6 +43,7 @@ def space_and_genomes(draw):
         search_attention=draw(st.booleans()),
         longrope2=longrope2,
         lambda_max=None if longrope2 else draw(st.sampled_from([None, 1.0, 3.0, 40.0])),
+        search_critical=longrope2 and draw(st.booleans()),
     )
     seeds = [g for _, g in seed_genomes(space, GEOMETRY)]
     rng = random.Random(draw(st.integers(0, 2**32)))
@@ -161,3 +162,103 @@ def test_short_space():
     assert spec.long_factor == long.long_factor and len(spec.short_factor) == 16
     with pytest.raises(LongRopeError, match="rotary pairs"):
         make_short_space(GEOMETRY, LongRopeSpec(long_factor=(1.0, 2.0), factor=8.0))
+
+
+# -- LongRoPE2's real critical pair ------------------------------------------------------------------------------
+
+
+def test_critical_candidates_by_hand():
+    """Candidates run from ceil((d/2) log_b(L / (2 pi 10))) (ten periods inside the window) to the theoretical
+    ceil((d/2) log_b(L / (2 pi))), worked out by hand here."""
+    # SmolLM2-135M: d = 64 (32 pairs), b = 100000, L = 8192.
+    #   32 * ln(8192 / (2 pi))  / ln(1e5) = 32 * 7.1731 / 11.5129 = 19.94 -> 20
+    #   32 * ln(8192 / (20 pi)) / ln(1e5) = 32 * 4.8705 / 11.5129 = 13.54 -> 14
+    smollm2 = RopeGeometry(dim=64, base=100000.0, original_window=8192)
+    assert smollm2.critical_pair == 20 and smollm2.critical_dim == 40
+    assert smollm2.critical_candidates == tuple(range(14, 21))
+    # The built-in tiny model (longrope.models.tiny.TinyConfig): head_dim 32 (16 pairs), b = 10000, L = 256.
+    #   16 * ln(256 / (2 pi))  / ln(1e4) = 16 * 3.7072 / 9.2103 = 6.44 -> 7
+    #   16 * ln(256 / (20 pi)) / ln(1e4) = 16 * 1.4047 / 9.2103 = 2.44 -> 3
+    from longrope.models.tiny import TinyConfig
+
+    tiny = TinyConfig.default()
+    geometry = RopeGeometry(dim=tiny.head_dim, base=tiny.rope_theta, original_window=tiny.window)
+    assert (geometry.dim, geometry.base, geometry.original_window) == (32, 10000.0, 256)
+    assert geometry.critical_pair == 7 and geometry.critical_candidates == (3, 4, 5, 6, 7)
+    # The paper's reported real critical pairs lie among the candidates: Phi3-mini 31 -> 25, LLaMA3-8B 35 -> 30.
+    phi3 = RopeGeometry(dim=96, base=10000.0, original_window=2048)
+    llama3 = RopeGeometry(dim=128, base=500000.0, original_window=8192)
+    assert phi3.critical_pair == 31 and 25 in phi3.critical_candidates and phi3.critical_candidates[0] == 19
+    assert llama3.critical_pair == 35 and 30 in llama3.critical_candidates and llama3.critical_candidates[0] == 24
+
+
+def test_critical_candidates_stay_inside_the_pairs():
+    assert RopeGeometry(dim=8, base=10000.0, original_window=16).critical_candidates == (1,)  # both ends clip to 1
+    huge = RopeGeometry(dim=8, base=2.0, original_window=1 << 20)  # every pair turns many times in the window
+    assert huge.critical_pair == 4 and huge.critical_candidates == (3,)
+
+
+@st.composite
+def critical_space_and_genomes(draw):
+    factor = draw(st.sampled_from([2.0, 4.0, 8.0, 3.5]))
+    space = make_space(GEOMETRY, factor, longrope2=True, search_critical=True,
+                       search_attention=draw(st.booleans()))
+    seeds = [g for _, g in seed_genomes(space, GEOMETRY)]
+    return space, seeds, random.Random(draw(st.integers(0, 2**32))), draw(st.floats(0.05, 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(critical_space_and_genomes())
+def test_searched_critical_pair_space_invariants(args):
+    """Every individual: critical pair among the candidates; pairs at and above it in [s, 2s], non-decreasing;
+    pairs below it NTK from it, lambda_i = lambda_c ** (i / c); the whole table non-decreasing."""
+    space, seeds, rng, prob = args
+    assert space.critical_choices == GEOMETRY.critical_candidates == (3, 4, 5, 6, 7)
+    assert all(g.critical == GEOMETRY.critical_pair for g in seeds)
+    population, criticals = list(seeds), set()
+    for _ in range(60):
+        if rng.random() < 0.5 or len(population) < 2:
+            child = mutate(rng.choice(population), space, rng, prob)
+        else:
+            child = crossover(*rng.sample(population, 2), space, rng)
+        assert space.contains(child), child
+        c = child.critical
+        criticals.add(c)
+        table = space.to_spec(child).long_factor
+        assert len(table) == GEOMETRY.pairs and len(child.factors) == GEOMETRY.pairs - c
+        s = space.factor
+        assert all(s - 1e-9 <= v <= 2 * s + 1e-9 for v in table[c:])
+        assert all(a <= b for a, b in zip(table, table[1:]))
+        assert table[:c] == pytest.approx([table[c] ** (i / c) for i in range(c)])
+        assert Genome.from_key(child.key) == child and Genome.from_json(child.to_json()) == child
+        population.append(child)
+    if prob >= 0.3:
+        assert len(criticals) > 1  # the critical pair moves
+
+
+def test_moving_the_critical_pair_keeps_the_table_near():
+    """A mutation that only moves the critical pair lower starts the newly searched pairs at their NTK values;
+    moving it higher hands pairs to the NTK rule. Pairs above both stay as they were."""
+    from longrope.search.operators import move_critical
+
+    space = make_space(GEOMETRY, 4.0, longrope2=True, search_critical=True)
+    parent = Genome(tuple(range(500, 500 + 10 * 9, 10)), critical=7)  # pairs 7..15: 5.0, 5.1, ..., 5.8
+    lower = Genome(move_critical(parent, space, 4), critical=4)
+    assert space.contains(lower) and lower.factors[3:] == parent.factors
+    expected = [max(400, round(100 * 5.0 ** (i / 7))) for i in range(4, 7)]
+    assert list(lower.factors[:3]) == expected
+    higher = Genome(move_critical(parent, space, 7), critical=7)
+    assert higher == parent
+    top = Genome(move_critical(lower, space, 6), critical=6)
+    assert space.contains(top) and top.factors == lower.factors[2:]
+
+
+def test_searched_critical_pair_needs_longrope2_and_a_candidate():
+    with pytest.raises(LongRopeError, match="part of LongRoPE2"):
+        make_space(GEOMETRY, 4.0, search_critical=True)
+    with pytest.raises(LongRopeError, match="not one of LongRoPE2's candidates"):
+        make_space(GEOMETRY, 4.0, longrope2=True, search_critical=True, critical_pair=10)
+    space = make_space(GEOMETRY, 4.0, longrope2=True, search_critical=True, critical_pair=5)
+    assert space.first_pair == 5 and space.describe()["critical_choices"] == [3, 4, 5, 6, 7]
+    assert "critical_choices" not in make_space(GEOMETRY, 4.0, longrope2=True).describe()  # old hashes unchanged
+    assert Genome((1, 2)).key == "1,2|0|-"  # idem: keys of searches without it

@@ -33,11 +33,27 @@ class RopeGeometry:
     def pairs(self) -> int:
         return self.dim // 2
 
+    def pair_with_periods(self, periods: float) -> int:
+        """First pair whose wavelength ``2*pi * b^(2i/d)`` is at least ``L / periods`` (at most ``periods`` full
+        turns inside the window): ``ceil((d/2) * log_b(L / (2*pi*periods)))``, clipped to 0..d/2."""
+        value = math.ceil(
+            self.pairs * math.log(self.original_window / (2 * math.pi * periods)) / math.log(self.base) - 1e-9
+        )
+        return min(max(value, 0), self.pairs)
+
     @property
     def critical_pair(self) -> int:
         """First pair whose wavelength exceeds the window: ceil((d/2) * log_b(L / (2*pi))) (LongRoPE2)."""
-        value = math.ceil(self.pairs * math.log(self.original_window / (2 * math.pi)) / math.log(self.base))
-        return min(max(value, 0), self.pairs)
+        return self.pair_with_periods(1.0)
+
+    @property
+    def critical_candidates(self) -> tuple[int, ...]:
+        """LongRoPE2's candidates for the *real* critical pair: from the pair with ten periods inside the window,
+        ``ceil((d/2) * log_b(L / (2*pi*10)))``, up to the theoretical `critical_pair` (both included; kept in
+        1..d/2-1 so that pairs below and from the critical one both exist)."""
+        high = min(max(self.critical_pair, 1), self.pairs - 1)
+        low = min(max(self.pair_with_periods(10.0), 1), high)
+        return tuple(range(low, high + 1))
 
     @property
     def critical_dim(self) -> int:

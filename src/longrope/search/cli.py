@@ -48,7 +48,12 @@ def search_command(
         False, "--longrope2", help="LongRoPE2: search pairs >= the critical pair in [s, 2s]."
     ),
     critical_pair: int | None = typer.Option(
-        None, "--critical-pair", help="LongRoPE2 critical pair (default: theory)."
+        None, "--critical-pair", help="LongRoPE2 critical pair (default: theory); with --search-critical, where the "
+        "seeds start."
+    ),
+    search_critical: bool = typer.Option(
+        False, "--search-critical", help="With --longrope2: search the critical pair too (LongRoPE2 as published), "
+        "among the pairs from the one with ten periods inside the window up to the theoretical one."
     ),
     needle: bool = typer.Option(
         False, "--needle", help="Needle-driven fitness: loss on planted pass-key digits only."
@@ -126,6 +131,7 @@ def search_command(
         search_attention=search_attention,
         longrope2=longrope2,
         critical_pair=critical_pair,
+        search_critical=search_critical,
         docs=docs,
         corpus=corpus,
         split=split,

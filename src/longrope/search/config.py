@@ -24,7 +24,9 @@ class SearchConfig:
     Space: factors in [1, ``lambda_max``] (default 1.25*s) on a 0.01 grid; ``search_n_hat`` adds n_hat (not
     exportable to transformers when > 0); ``search_attention`` searches the attention factor on
     [``attention_min``, ``attention_max``]; otherwise ``attention_factor`` (None: the "su" policy).
-    ``longrope2``: only pairs >= ``critical_pair`` (default: the theoretical one) searched, in [s, 2s].
+    ``longrope2``: only pairs >= ``critical_pair`` (default: the theoretical one) searched, in [s, 2s]; with
+    ``search_critical`` (LongRoPE2 as published) the critical pair is searched too, among
+    `RopeGeometry.critical_candidates` (``critical_pair``, if given, is where the seeds start).
     Fitness: ``docs`` documents of ``corpus``/``split`` (never test) cut to the target length; ``needle``
     scores only planted pass-key digits. Speed: ``batch`` candidates per forward, ``racing`` with the
     predictive rule of ``racing_z`` spreads (`fitness.RacingRule`; None: the exact rule),
@@ -53,6 +55,7 @@ class SearchConfig:
     attention_factor: float | None = None
     longrope2: bool = False
     critical_pair: int | None = None
+    search_critical: bool = False
     docs: int = 5
     corpus: str = "stdlib"
     split: str = "validation"
@@ -114,6 +117,8 @@ class SearchConfig:
             raise LongRopeError(f"racing_rank must be in 1..parents ({self.parents}), got {self.racing_rank}")
         if self.racing_z is not None and self.racing_z < 0:
             raise LongRopeError("racing z must be >= 0 (None: exact racing)")
+        if self.search_critical and not self.longrope2:
+            raise LongRopeError("searching the critical pair (--search-critical) is part of LongRoPE2: add --longrope2")
         if self.factor is not None and self.target_length is not None:
             raise LongRopeError(f"give the scale once: factor ({self.factor:g}, --factor) or target_length "
                                 f"({self.target_length}, --length), not both")
@@ -143,6 +148,8 @@ class SearchConfig:
             del out["estimated_parents"]  # only the predictive rule gives estimates: no effect here
         if not self.portable:  # absent when off, so states written before these settings existed still resume
             del out["portable"], out["portable_weight"]
+        if not self.search_critical:  # idem
+            del out["search_critical"]
         return out
 
     def planned_evaluations(self) -> int:

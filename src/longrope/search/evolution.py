@@ -83,6 +83,7 @@ def search(
         longrope2=config.longrope2,
         critical_pair=config.critical_pair,
         portable=config.portable,
+        search_critical=config.search_critical,
     )
     extra = read_factor_file(config.factor_file, geometry) if config.factor_file else None
     if data is None:

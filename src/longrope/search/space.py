@@ -7,7 +7,10 @@ genome into a `LongRopeSpec`:
 
 - LongRoPE (paper): every pair searched in ``[1, lambda_max]`` (default ``1.25 * s``).
 - LongRoPE2: only pairs ``>= c`` (the critical pair) are searched, in ``[s, 2s]``; lower pairs follow NTK,
-  ``lambda_i = lambda_c ** (i / c)``.
+  ``lambda_i = lambda_c ** (i / c)``. ``c`` is fixed (the theoretical critical pair, or the user's), or, as
+  published, part of the genome: one of `RopeGeometry.critical_candidates` (from the pair with ten periods inside
+  the window up to the theoretical one), chosen by the fitness like every factor. The genome then holds the
+  factors of pairs ``c..d/2-1`` only, so its length varies with ``c``.
 - Short factors: the factors used inside the original window, with the long factors fixed.
 
 Seeds: PI, NTK and YaRN factor tables from `longrope.rope.rescale_factors`, snapped to the grid and clipped
@@ -48,44 +51,56 @@ def from_grid(value: int) -> float:
 
 @dataclass(frozen=True, order=True)
 class Genome:
-    """One individual: searched factors in hundredths (non-decreasing), n_hat, attention factor in hundredths.
+    """One individual: searched factors in hundredths (non-decreasing), n_hat, attention factor in hundredths,
+    and LongRoPE2's critical pair.
 
-    ``attention`` is None when the attention factor is not searched (the space's fixed policy applies).
+    ``attention`` is None when the attention factor is not searched (the space's fixed policy applies);
+    ``critical`` is None unless the critical pair is searched (then ``factors`` are those of pairs ``critical..``).
     """
 
     factors: tuple[int, ...]
     n_hat: int = 0
     attention: int | None = None
+    critical: int | None = None
 
     @property
     def key(self) -> str:
-        """A stable text key (the evaluated-genomes dict and the state file use it)."""
+        """A stable text key (the evaluated-genomes dict and the state file use it); the critical pair is a
+        fourth field only when searched, so keys of searches without it are unchanged."""
         att = "-" if self.attention is None else str(self.attention)
-        return f"{','.join(map(str, self.factors))}|{self.n_hat}|{att}"
+        key = f"{','.join(map(str, self.factors))}|{self.n_hat}|{att}"
+        return key if self.critical is None else f"{key}|{self.critical}"
 
     def to_json(self) -> dict:
-        return {"factors": list(self.factors), "n_hat": self.n_hat, "attention": self.attention}
+        out = {"factors": list(self.factors), "n_hat": self.n_hat, "attention": self.attention}
+        if self.critical is not None:
+            out["critical"] = self.critical
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> Genome:
-        att = data.get("attention")
+        att, critical = data.get("attention"), data.get("critical")
         return cls(
             tuple(int(v) for v in data["factors"]),
             int(data.get("n_hat", 0)),
             None if att is None else int(att),
+            None if critical is None else int(critical),
         )
 
     @classmethod
     def from_key(cls, key: str) -> Genome:
-        factors, n_hat, att = key.split("|")
-        return cls(tuple(int(v) for v in factors.split(",")), int(n_hat), None if att == "-" else int(att))
+        factors, n_hat, att, *critical = key.split("|")
+        return cls(tuple(int(v) for v in factors.split(",")), int(n_hat), None if att == "-" else int(att),
+                   int(critical[0]) if critical else None)
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     """Bounds of the searched values and the map genome -> `LongRopeSpec`.
 
-    pairs: rotary pairs d/2 of the model. first_pair: first searched pair (0, or LongRoPE2's critical pair).
+    pairs: rotary pairs d/2 of the model. first_pair: first searched pair (0, or LongRoPE2's critical pair; when
+    the critical pair is searched, the one the seeds use). critical_choices: the critical pairs a genome may
+    choose (LongRoPE2 with the critical pair searched), else ``()``: every genome starts at ``first_pair``.
     low / high: bounds of the searched factors, in hundredths. n_hat_choices: allowed n_hat values ((0,) when
     n_hat is not searched). attention_range: (low, high) hundredths when the attention factor is searched,
     else None and ``attention_factor`` (None = LongRoPE's "su" policy) applies. factor: s.
@@ -106,10 +121,17 @@ class SearchSpace:
     mode: str = "long"
     fixed_long: LongRopeSpec | None = field(default=None, compare=False)
     portable: bool = False
+    critical_choices: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.first_pair < self.pairs:
             raise LongRopeError(f"first searched pair {self.first_pair} is outside 0..{self.pairs - 1}")
+        if self.critical_choices:
+            if any(not 0 < c < self.pairs for c in self.critical_choices):
+                raise LongRopeError(f"critical pair candidates {self.critical_choices} must lie in 1..{self.pairs - 1}")
+            if self.first_pair not in self.critical_choices:
+                raise LongRopeError(f"the seeds' critical pair {self.first_pair} is not among the candidates "
+                                    f"{self.critical_choices}")
         if not 1 <= self.low <= self.high:
             raise LongRopeError(
                 f"search range [{from_grid(self.low)}, {from_grid(self.high)}] is empty or below 1"
@@ -124,8 +146,20 @@ class SearchSpace:
     # -- shape ---------------------------------------------------------------------------------------------
     @property
     def searched(self) -> int:
-        """How many pairs the genome holds."""
+        """How many pairs a genome at ``first_pair`` holds (`length` gives any genome's)."""
         return self.pairs - self.first_pair
+
+    @property
+    def critical_searched(self) -> bool:
+        return bool(self.critical_choices)
+
+    def critical_of(self, genome: Genome) -> int:
+        """The first searched pair of ``genome``: its own critical pair when that is searched, else ``first_pair``."""
+        return self.first_pair if genome.critical is None else genome.critical
+
+    def length(self, critical: int) -> int:
+        """How many factors a genome whose critical pair is ``critical`` holds."""
+        return self.pairs - critical
 
     @property
     def n_hat_searched(self) -> bool:
@@ -133,8 +167,12 @@ class SearchSpace:
 
     def contains(self, genome: Genome) -> bool:
         f = genome.factors
+        if self.critical_searched != (genome.critical is not None):
+            return False
+        if genome.critical is not None and genome.critical not in self.critical_choices:
+            return False
         ok = (
-            len(f) == self.searched
+            len(f) == self.length(self.critical_of(genome))
             and all(isinstance(v, int) for v in f)
             and all(self.low <= v <= self.high for v in f)
             and all(a <= b for a, b in zip(f, f[1:]))
@@ -168,7 +206,7 @@ class SearchSpace:
     def factors(self, genome: Genome) -> tuple[float, ...]:
         """The full per-pair factor list [d/2] of a genome (LongRoPE2: NTK-style below the critical pair)."""
         searched = [from_grid(v) for v in genome.factors]
-        c = self.first_pair
+        c = self.critical_of(genome)
         if c == 0:
             return tuple(searched)
         lam_c = searched[0]
@@ -214,6 +252,7 @@ class SearchSpace:
             "original_window": self.original_window,
             "fixed_long": None if self.fixed_long is None else self.fixed_long.to_dict(),
             **({"portable": True} if self.portable else {}),  # absent when off: older states keep their hash
+            **({"critical_choices": list(self.critical_choices)} if self.critical_choices else {}),  # idem
         }
 
 
@@ -229,16 +268,29 @@ def make_space(
     longrope2: bool = False,
     critical_pair: int | None = None,
     portable: bool = False,
+    search_critical: bool = False,
 ) -> SearchSpace:
     """The long-factor search space for scale ``factor`` (s) on a model of ``geometry`` (``portable``: specs
-    with one table, the long factors also as the short ones)."""
+    with one table, the long factors also as the short ones). ``longrope2`` with ``search_critical``: the critical
+    pair is part of the genome, one of `RopeGeometry.critical_candidates` (``critical_pair``, when given, is then
+    the one the seeds start from and must be a candidate; default: the theoretical one)."""
     if not factor > 1:
         raise LongRopeError(
             f"the target length must be above the original window {geometry.original_window} (scale {factor} <= 1)"
         )
     first = 0
+    choices: tuple[int, ...] = ()
+    if search_critical and not longrope2:
+        raise LongRopeError("searching the critical pair is part of LongRoPE2: add --longrope2 (longrope2=True)")
     if longrope2:
         first = geometry.critical_pair if critical_pair is None else int(critical_pair)
+        if search_critical:
+            choices = geometry.critical_candidates
+            if critical_pair is None:
+                first = choices[-1]  # the theoretical pair, clipped into 1..d/2-1
+            elif first not in choices:
+                raise LongRopeError(f"critical pair {first} is not one of LongRoPE2's candidates {choices[0]}.."
+                                    f"{choices[-1]} (ten periods inside the window up to the theoretical one)")
         if not 0 < first < geometry.pairs:
             raise LongRopeError(
                 f"critical pair {first} must lie in 1..{geometry.pairs - 1} (the model has {geometry.pairs} pairs)"
@@ -264,6 +316,7 @@ def make_space(
         attention_range=att,
         attention_factor=attention_factor,
         portable=portable,
+        critical_choices=choices,
     )
 
 
@@ -351,6 +404,7 @@ def seed_genomes(
     its own attention factor.
     """
     c = space.first_pair
+    critical = c if space.critical_searched else None
     named: list[tuple[str, Genome]] = []
     su = space.snap_attention(None)
     if space.mode == "short":
@@ -360,13 +414,13 @@ def seed_genomes(
             named.append((name, Genome(space.snap(table[c:]), 0, su)))
     else:
         for name, (table, attention) in method_tables(geometry, space.factor).items():
-            named.append((name, Genome(space.snap(table[c:]), 0, su)))
+            named.append((name, Genome(space.snap(table[c:]), 0, su, critical)))
             if space.attention_range is not None and name == "yarn":
                 named.append(
-                    ("yarn-attention", Genome(space.snap(table[c:]), 0, space.snap_attention(attention)))
+                    ("yarn-attention", Genome(space.snap(table[c:]), 0, space.snap_attention(attention), critical))
                 )
     if extra is not None:
-        named.append(("user", Genome(space.snap(extra[c:]), 0, su)))
+        named.append(("user", Genome(space.snap(extra[c:]), 0, su, critical)))
     seen, out = set(), []
     for name, genome in named:
         if genome not in seen:
