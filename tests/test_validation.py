@@ -31,7 +31,8 @@ EVAL_COUNTS = {  # per eval command: its options that count something (>= 1)
     "ruler": ["--samples"],
 }
 SEARCH_INTS = {"--length": 2, "--population": 1, "--parents": 1, "--generations": 0, "--mutations": 0,
-               "--crossovers": 0, "--max-evaluations": 1, "--docs": 1, "--batch": 1, "--critical-pair": 0}
+               "--crossovers": 0, "--max-evaluations": 1, "--docs": 1, "--batch": 1, "--critical-pair": 0,
+               "--needles-per-doc": 1}
 
 
 def _refuse_to_load(*args, **kwargs):

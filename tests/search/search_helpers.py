@@ -46,3 +46,18 @@ def small_config(**overrides) -> SearchConfig:
     )
     values.update(overrides)
     return SearchConfig(**values)
+
+
+def small_needle_data(docs: int = 3, length: int = LENGTH, seed: int = 0, answer: int = 3) -> FitnessData:
+    """Two-objective documents: random tokens whose last ``answer`` tokens repeat ``answer`` tokens from a depth
+    that differs per document (a needle read back at the end); the needle mask scores them, the document mask
+    every other prediction."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (docs, length), generator=generator)
+    ids[:, 0] = 1  # BOS
+    needle = torch.zeros(docs, length - 1, dtype=torch.bool)
+    for j in range(docs):
+        depth = 1 + (j * (length - 2 * answer - 2)) // max(1, docs - 1)
+        ids[j, length - answer :] = ids[j, depth : depth + answer]
+        needle[j, length - answer - 1 :] = True  # predictions of the last `answer` tokens
+    return FitnessData(ids, ~needle, f"{docs} random documents with a needle", needle)

@@ -232,3 +232,143 @@ def test_longrope2_with_the_critical_pair_searched(model, tmp_path):
     assert all(row["genome"]["critical"] in candidates for row in rows)
     with pytest.raises(LongRopeError, match="part of LongRoPE2"):
         small_config(search_critical=True).validate()
+
+
+# -- two objectives: document perplexity and needle-driven perplexity ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two(model, tmp_path_factory):
+    """A two-objective search without racing, and its output directory."""
+    from search_helpers import small_needle_data
+
+    out = tmp_path_factory.mktemp("two")
+    config = small_config(objective="ppl+needle", racing=False, generations=2)
+    return search(model, None, config, out, data=small_needle_data(), progress=False), out
+
+
+def test_two_objective_scores_both_from_one_forward(model):
+    """Each document is one forward per candidate; its two NLLs are the masked means of that forward's NLL."""
+    from search_helpers import small_needle_data
+
+    from longrope.attention.patch import apply, restore
+    from longrope.loss import token_nll
+    from longrope.rope import YarnSpec
+    from longrope.search.fitness import Evaluator
+
+    data = small_needle_data()
+    spec = YarnSpec(factor=4.0)
+    evaluator = Evaluator(model, data, batch=2)
+    result = evaluator.evaluate([spec])[0]
+    assert evaluator.forward_tokens == data.docs * data.length  # the same tokens as one objective
+    apply(model, spec)
+    try:
+        nll = token_nll(model, data.input_ids).double()
+    finally:
+        restore(model)
+    for j in range(data.docs):
+        assert result.per_doc[j] == pytest.approx(nll[j][data.score_mask[j]].mean().item(), abs=2e-6)
+        assert result.needle_per_doc[j] == pytest.approx(nll[j][data.needle_mask[j]].mean().item(), abs=2e-6)
+    assert result.needle == pytest.approx(sum(result.needle_per_doc) / data.docs, abs=1e-6)
+
+
+def test_two_objective_search_writes_the_front_and_ships_the_rules_pick(two):
+    from longrope.search.pareto import choose, dominates
+
+    result, out = two
+    front = json.loads((out / "front.json").read_text())
+    assert (out / "front.png").stat().st_size > 1000
+    assert set(front["baselines"]) == {"none", "pi", "ntk", "dynamic_ntk", "yarn"}
+    rows = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+    points = {json.dumps(r["genome"]): (r["fitness"], r["needle"]) for r in rows if r["complete"]}
+    members = [(m["fitness"], m["needle"]) for m in front["members"]]
+    expected = sorted(p for p in set(points.values()) if not any(dominates(q, p) for q in points.values()))
+    assert sorted(set(members)) == expected  # exactly the non-dominated evaluations
+    baselines = {n: (v["fitness"], v["needle"]) for n, v in front["baselines"].items()}
+    choice = choose(members, baselines)
+    assert front["chosen"] == front["members"][choice.index] and front["selection"] == choice.reason
+    assert (result.fitness, result.needle) == members[choice.index]
+    assert load_spec(result.spec_path).to_dict() == front["chosen"]["spec"]
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["selection_rule"].startswith("lowest document perplexity among the front members")
+    assert summary["config"]["objective"] == "ppl+needle"
+    assert all("best_needle" in h for h in result.history)
+    data_tokens = 3 * 64
+    assert front["baseline_tokens"] == 5 * data_tokens  # counted apart from the search's own
+    assert result.forward_tokens == sum(r["tokens"] for r in rows)
+
+
+def test_two_objectives_cost_no_more_forward_tokens_than_one(model, two, tmp_path):
+    """Same budget, no racing: the same evaluations, each one forward per document, whatever the objective."""
+    one = search(model, None, small_config(racing=False, generations=2), tmp_path, data=small_data(), progress=False)
+    result, _ = two
+    assert result.evaluations == one.evaluations and result.forward_tokens == one.forward_tokens
+
+
+def test_two_objective_racing_drops_only_dominated_children(model, two, tmp_path):
+    """Exact racing with rank = parents keeps NSGA-II's selection: the same parents and front as without racing."""
+    from search_helpers import small_needle_data
+
+    result, out = two
+    raced = search(model, None, small_config(objective="ppl+needle", racing_z=None, racing_rank=6, generations=2),
+                   tmp_path, data=small_needle_data(), progress=False)
+    assert raced.forward_tokens <= result.forward_tokens
+    plain_state = json.loads((out / STATE_FILE).read_text())
+    raced_state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert raced_state["parents"] == plain_state["parents"]
+    assert [(m["fitness"], m["needle"]) for m in raced.front] == [(m["fitness"], m["needle"]) for m in result.front]
+
+
+def test_two_objective_search_resumes_after_an_interruption(model, two, tmp_path, monkeypatch):
+    from search_helpers import small_needle_data
+
+    from longrope.search import fitness
+
+    result, _ = two
+    config = small_config(objective="ppl+needle", racing=False, generations=2)
+    original, calls = fitness.Evaluator.evaluate, {"n": 0}
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(fitness.Evaluator, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search(model, None, config, tmp_path, data=small_needle_data(), progress=False)
+    monkeypatch.setattr(fitness.Evaluator, "evaluate", original)
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert 0 < len(state["records"]) < result.evaluations and not state["done"]
+    resumed = search(model, None, config, tmp_path, data=small_needle_data(), progress=False, resume=True)
+    assert resumed.genome == result.genome and resumed.evaluations == result.evaluations
+    assert resumed.front == result.front and resumed.baselines == result.baselines
+    assert resumed.forward_tokens == result.forward_tokens
+    again = search(model, None, config, tmp_path, data=small_needle_data(), progress=False, resume=True)
+    assert again.front == result.front  # finished: nothing evaluated again, baselines included
+    with pytest.raises(LongRopeError, match="different search"):  # the two-objective settings are hashed
+        search(model, None, small_config(objective="ppl+needle", needles_per_doc=2, racing=False, generations=2),
+               tmp_path, data=small_needle_data(), progress=False, resume=True)
+
+
+def test_two_objective_settings_and_their_errors(model, tmp_path):
+    from search_helpers import small_needle_data
+
+    assert "objective" not in small_config().hashed() and "needles_per_doc" not in small_config().hashed()
+    assert small_config(objective="ppl+needle").hashed()["needles_per_doc"] == 4
+    cases = [
+        (dict(objective="both"), "unknown objective"),
+        (dict(objective="ppl+needle", needle=True), "exclude each other"),
+        (dict(objective="ppl+needle", portable=True), "one-objective search"),
+        (dict(objective="ppl+needle", needles_per_doc=0), "needles_per_doc"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(LongRopeError, match=message):
+            small_config(**overrides).validate()
+    with pytest.raises(LongRopeError, match="with planted needles"):
+        search(model, None, small_config(objective="ppl+needle"), tmp_path, data=small_data(), progress=False)
+    with pytest.raises(LongRopeError, match="without planted needles"):
+        search(model, None, small_config(), tmp_path, data=small_needle_data(), progress=False)
+    long = LongRopeSpec(long_factor=(4.0,) * 8, factor=4.0, original_window=16)
+    with pytest.raises(LongRopeError, match="short factors"):
+        search_short(model, None, long, small_config(objective="ppl+needle"), tmp_path, progress=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from longrope.config_files import with_config_file
 from longrope.errors import LongRopeError
@@ -57,6 +58,18 @@ def search_command(
     ),
     needle: bool = typer.Option(
         False, "--needle", help="Needle-driven fitness: loss on planted pass-key digits only."
+    ),
+    objective: str = typer.Option(
+        "ppl", "--objective", help="ppl: one objective, the perplexity of the documents. ppl+needle: two objectives "
+        "from the same forward of the same documents (no extra forward tokens per evaluation): the perplexity of "
+        "their natural text and LongRoPE2's needle-driven perplexity (loss on the answer tokens of --needles-per-doc "
+        "needles planted in each document at depths 0-100%, both ends included, several formats). Keeps the Pareto "
+        "front (front.json, front.png with no scaling, PI, NTK, dynamic NTK and YaRN marked) and ships the lowest "
+        "perplexity among front members whose needle loss is at most the best baseline's, else the member with the "
+        "best needle loss."
+    ),
+    needles_per_doc: int = typer.Option(
+        4, "--needles-per-doc", help="With --objective ppl+needle: needles planted in each fitness document."
     ),
     search_n_hat: bool = typer.Option(
         False, "--search-n-hat", "--n-hat", help="Also search n_hat (n_hat > 0 cannot be exported to transformers)."
@@ -107,7 +120,8 @@ def search_command(
 ) -> None:
     """Evolutionary search of LongRoPE rescale factors (LongRoPE / LongRoPE2); resumable; torchrun-aware.
 
-    Writes best_spec.json, evaluations.jsonl, convergence.png, result.json and search_state.json to --out.
+    Writes best_spec.json, evaluations.jsonl, convergence.png, result.json and search_state.json to --out
+    (with --objective ppl+needle also front.json and front.png).
     Run on several processes with: torchrun --nproc-per-node N -m longrope search ...
     """
     from longrope.rope import LongRopeSpec, load_spec
@@ -136,6 +150,8 @@ def search_command(
         corpus=corpus,
         split=split,
         needle=needle,
+        objective=objective,
+        needles_per_doc=needles_per_doc,
         seed=seed,
         batch=batch,
         racing=racing,
@@ -193,6 +209,13 @@ def _run_search(model, long_spec, spec, config, out, resume, progress, device) -
         if comm.is_main:
             seeds = ", ".join(f"{name} {math.exp(v):.3f}" for name, v in result.seeds.items())
             console.print(f"[bold]best perplexity[/] {result.perplexity:.3f}  (seeds: {seeds})")
+            if result.front is not None:
+                marks = ", ".join(f"{name} {math.exp(a):.3f} / {math.exp(b):.3f}"
+                                  for name, (a, b) in (result.baselines or {}).items())
+                console.print(f"[bold]shipped[/] ppl {result.perplexity:.3f}, needle ppl {result.needle_perplexity:.3f}"
+                              f" of a front of {len(result.front)}: {escape(result.selection)}")
+                console.print(f"baselines (ppl / needle ppl): {marks}")
+                console.print(f"front: {result.front_path}  front plot: {result.front_plot_path}", markup=False)
             console.print(f"spec: {result.spec_path}  plot: {result.plot_path}  log: {result.log_path}")
     finally:
         shutdown()

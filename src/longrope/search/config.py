@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from longrope.errors import LongRopeError
 from longrope.validation import check_number
 
+OBJECTIVES = ("ppl", "ppl+needle")
 # Fields that do not change the result and may differ between a run and its resume.
 _UNHASHED = ("batch", "chunk", "generations", "max_evaluations")
 
@@ -28,7 +29,11 @@ class SearchConfig:
     ``search_critical`` (LongRoPE2 as published) the critical pair is searched too, among
     `RopeGeometry.critical_candidates` (``critical_pair``, if given, is where the seeds start).
     Fitness: ``docs`` documents of ``corpus``/``split`` (never test) cut to the target length; ``needle``
-    scores only planted pass-key digits. Speed: ``batch`` candidates per forward, ``racing`` with the
+    scores only planted pass-key digits. ``objective``: ``ppl`` (one objective, the document perplexity) or
+    ``ppl+needle``: two objectives from the same forward of the same documents, the perplexity of their natural
+    text and LongRoPE2's needle-driven perplexity of ``needles_per_doc`` needles planted in each at depths covering
+    the whole prompt; the search keeps a Pareto front and ships the spec `longrope.search.pareto.choose` picks
+    (baselines evaluated on the same documents). Speed: ``batch`` candidates per forward, ``racing`` with the
     predictive rule of ``racing_z`` spreads (`fitness.RacingRule`; None: the exact rule),
     forwards in ``dtype`` (``auto``: `longrope.hardware`'s measured choice for the model's device; None: the
     model's own). ``racing_rank`` (default: a quarter of ``parents``;
@@ -61,6 +66,8 @@ class SearchConfig:
     split: str = "validation"
     data_seed: int = 0
     needle: bool = False
+    objective: str = "ppl"
+    needles_per_doc: int = 4
     seed: int = 0
     batch: int = 4
     racing: bool = True
@@ -117,6 +124,15 @@ class SearchConfig:
             raise LongRopeError(f"racing_rank must be in 1..parents ({self.parents}), got {self.racing_rank}")
         if self.racing_z is not None and self.racing_z < 0:
             raise LongRopeError("racing z must be >= 0 (None: exact racing)")
+        if self.objective not in OBJECTIVES:
+            raise LongRopeError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        check_number("needles_per_doc", self.needles_per_doc, minimum=1)
+        if self.two_objectives and self.needle:
+            raise LongRopeError("--needle (pass keys only) and --objective ppl+needle exclude each other: the two-"
+                                "objective search already scores planted needles beside the document perplexity")
+        if self.two_objectives and self.portable:
+            raise LongRopeError("--portable is a one-objective search (its penalty adds to the perplexity); use "
+                                "--objective ppl")
         if self.search_critical and not self.longrope2:
             raise LongRopeError("searching the critical pair (--search-critical) is part of LongRoPE2: add --longrope2")
         if self.factor is not None and self.target_length is not None:
@@ -150,7 +166,13 @@ class SearchConfig:
             del out["portable"], out["portable_weight"]
         if not self.search_critical:  # idem
             del out["search_critical"]
+        if not self.two_objectives:  # idem
+            del out["objective"], out["needles_per_doc"]
         return out
+
+    @property
+    def two_objectives(self) -> bool:
+        return self.objective == "ppl+needle"
 
     def planned_evaluations(self) -> int:
         total = self.population + self.generations * (self.mutations + self.crossovers)

@@ -63,6 +63,10 @@ def search(
     adds ``portable_weight * max(0, in-window NLL - the model's own)`` on ``in_window`` documents cut to the
     original window (built from ``tokenizer`` when not given; `fitness.PenalizedEvaluator`).
 
+    ``config.objective == "ppl+needle"``: two objectives from one forward (`longrope.search.pareto`): the search
+    keeps the Pareto front of document and needle-driven perplexity, scores the baselines on the same documents,
+    writes ``front.json`` and ``front.png``, and ships the member `pareto.choose` picks.
+
     Outputs: ``best_spec.json`` (`longrope.rope.load_spec` reads it), ``evaluations.jsonl`` (every
     evaluation), ``convergence.png``, ``result.json`` and the state file ``search_state.json``.
     ``resume=True`` continues from the state file if there is one (a finished search just returns its
@@ -88,17 +92,21 @@ def search(
     extra = read_factor_file(config.factor_file, geometry) if config.factor_file else None
     if data is None:
         data = build_fitness_data(
-            tokenizer, length, config.docs, config.corpus, config.split, config.data_seed, config.needle
+            tokenizer, length, config.docs, config.corpus, config.split, config.data_seed, config.needle,
+            config.needles_per_doc if config.two_objectives else 0,
         )
     elif data.length != length:
         raise LongRopeError(
             f"the fitness documents have {data.length} tokens but the target length is {length}"
         )
+    if data.two_objectives != config.two_objectives:
+        raise LongRopeError(f"objective {config.objective!r} needs fitness documents "
+                            f"{'with' if config.two_objectives else 'without'} planted needles (a needle mask)")
     if config.portable and in_window is None:
         in_window = build_fitness_data(tokenizer, geometry.original_window, config.docs, config.corpus,
                                        config.split, config.data_seed)
     title = (f"{'LongRoPE2' if config.longrope2 else 'LongRoPE'} {'portable ' if config.portable else ''}search "
-             f"{factor:g}x ({length} tokens)")
+             f"{factor:g}x ({length} tokens){', perplexity + needles' if config.two_objectives else ''}")
     return execute(model, space, geometry, data, config, out_dir, resume, progress, comm, extra, title,
                    in_window if config.portable else None)
 
@@ -125,6 +133,9 @@ def search_short(
     config.factor = long_spec.factor
     config.target_length = None
     config.validate()
+    if config.two_objectives:
+        raise LongRopeError("short factors are searched for perplexity inside the original window: use --objective "
+                            "ppl with --short")
     geometry = model_geometry(model)
     space = make_short_space(geometry, long_spec, config.lambda_max)
     length = geometry.original_window

@@ -53,12 +53,15 @@ class FitnessData:
     """The documents a fitness is computed on.
 
     input_ids: [k, T] token ids (BOS first). score_mask: [k, T-1] bool, which next-token predictions count
-    (None = all). description: where the documents came from (for logs).
+    (None = all). description: where the documents came from (for logs). needle_mask: [k, T-1] bool, the
+    predictions of planted answers (`longrope.data.needles`): the second objective of a two-objective search,
+    scored in the same forward as ``score_mask`` (None: one objective).
     """
 
     input_ids: torch.Tensor
     score_mask: torch.Tensor | None = None
     description: str = ""
+    needle_mask: torch.Tensor | None = None
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,10 +75,21 @@ class FitnessData:
                 raise LongRopeError("score mask must be [k, T-1]")
             if not bool(self.score_mask.any(dim=1).all()):
                 raise LongRopeError("every fitness document needs at least one scored token")
+        if self.needle_mask is not None:
+            if self.needle_mask.shape != (self.docs, self.length - 1):
+                raise LongRopeError("needle mask must be [k, T-1]")
+            if not bool(self.needle_mask.any(dim=1).all()):
+                raise LongRopeError("every document of a two-objective fitness needs at least one answer token")
         digest = hashlib.sha256(self.input_ids.numpy().tobytes())
         if self.score_mask is not None:
             digest.update(self.score_mask.numpy().tobytes())
+        if self.needle_mask is not None:  # absent: one-objective data keep their fingerprint
+            digest.update(b"needle" + self.needle_mask.numpy().tobytes())
         self.fingerprint = digest.hexdigest()[:16]
+
+    @property
+    def two_objectives(self) -> bool:
+        return self.needle_mask is not None
 
     @property
     def docs(self) -> int:
@@ -127,8 +141,13 @@ def build_fitness_data(
     split: str = "validation",
     seed: int = 0,
     needle: bool = False,
+    needles_per_doc: int = 0,
 ) -> FitnessData:
-    """``docs`` documents of the ``split`` split, each BOS + tokens cut to ``length``; pass keys if ``needle``."""
+    """``docs`` documents of the ``split`` split, each BOS + tokens cut to ``length``; pass keys if ``needle``.
+
+    ``needles_per_doc`` > 0: two-objective data (`longrope.data.needles`): that many needles planted in each
+    document at depths covering the whole prompt, ``score_mask`` on the natural text tokens (document
+    perplexity) and ``needle_mask`` on the answer tokens (needle-driven perplexity), one forward for both."""
     from longrope.data.corpus import get_corpus
     from longrope.data.samples import token_samples
 
@@ -139,6 +158,20 @@ def build_fitness_data(
     samples = token_samples(get_corpus(corpus, split), tokenizer, min_tokens=length, n=docs, seed=seed)
     ids = torch.stack(samples)  # [k, T]
     description = f"{docs} docs of {corpus}:{split} cut to {length} tokens (seed {seed})"
+    if needles_per_doc:
+        if needle:
+            raise LongRopeError("needle (pass keys only) and needles_per_doc (two objectives) exclude each other")
+        from longrope.data.needles import needle_documents
+
+        planted = needle_documents(ids.tolist(), tokenizer, needles_per_doc, seed)
+        text = torch.zeros(docs, length - 1, dtype=torch.bool)
+        answers = torch.zeros(docs, length - 1, dtype=torch.bool)
+        for j, doc in enumerate(planted):
+            # NLL position t scores token t+1: token p is predicted at position p - 1
+            text[j, [p - 1 for p in doc.text_positions]] = True
+            answers[j, [p - 1 for p in doc.answer_positions]] = True
+        return FitnessData(torch.tensor([d.ids for d in planted], dtype=torch.long), text,
+                           description + f", {needles_per_doc} needles each (two objectives)", answers)
     if not needle:
         return FitnessData(ids, None, description)
     rng = random.Random(f"needle-{seed}")
@@ -166,6 +199,10 @@ class Evaluation:
     seconds: float
     estimate: float | None = None
     penalty: float | None = None  # in-window penalty included in ``fitness`` (portable search only)
+    # Two objectives: the needle-driven NLL per document, its fitness (bound when dropped) and estimate.
+    needle_per_doc: list[float] | None = None
+    needle: float | None = None
+    needle_estimate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -247,11 +284,13 @@ class Evaluator:
         self.device = next(model.parameters()).device
 
     @torch.no_grad()
-    def _score(self, specs: list[RopeSpec], doc: int) -> list[float]:
-        """Mean scored NLL of document ``doc`` under each spec, ``batch`` specs per forward."""
+    def _score(self, specs: list[RopeSpec], doc: int) -> list[float] | list[tuple[float, float]]:
+        """Mean scored NLL of document ``doc`` under each spec, ``batch`` specs per forward; with two objectives
+        (document NLL, needle NLL) per spec, both from the same forward."""
         ids = self.data.input_ids[doc].to(self.device)
         mask = None if self.data.score_mask is None else self.data.score_mask[doc].to(self.device)
-        out: list[float] = []
+        needle = None if self.data.needle_mask is None else self.data.needle_mask[doc].to(self.device)
+        out: list = []
         for start in range(0, len(specs), self.batch):
             group = specs[start : start + self.batch]
             apply(self.model, list(group))
@@ -261,11 +300,19 @@ class Evaluator:
                 restore(self.model)
             self.forward_tokens += len(group) * ids.numel()
             values = nll[:, mask] if mask is not None else nll
-            out.extend(values.double().mean(dim=1).tolist())
+            means = values.double().mean(dim=1).tolist()
+            if needle is None:
+                out.extend(means)
+            else:
+                out.extend(zip(means, nll[:, needle].double().mean(dim=1).tolist()))
         return out
 
     def evaluate(self, specs: list[RopeSpec], rule: RacingRule | None = None) -> list[Evaluation]:
-        """Evaluate ``specs`` on every document, or, with a racing ``rule``, until the rule drops them."""
+        """Evaluate ``specs`` on every document, or, with a racing ``rule``, until the rule drops them.
+
+        Two-objective data take a `longrope.search.pareto.ParetoRacingRule` (or None)."""
+        if self.data.two_objectives:
+            return self._evaluate_two(specs, rule)
         k = self.data.docs
         if rule is not None and len(rule.reference) != k:
             raise LongRopeError(f"racing reference has {len(rule.reference)} documents, the fitness {k}")
@@ -300,6 +347,48 @@ class Evaluator:
                 results.append(
                     Evaluation(per_doc[i], round_nll(sum(per_doc[i]) / k), True, tokens[i], seconds)
                 )
+        return results
+
+
+    def _evaluate_two(self, specs: list[RopeSpec], rule) -> list[Evaluation]:
+        """`evaluate` on two-objective data: both NLLs per document from one forward; ``rule`` races on both."""
+        k = self.data.docs
+        if rule is not None and not hasattr(rule, "dominators"):
+            raise LongRopeError("a two-objective fitness races with a Pareto rule, not a one-objective one")
+        if rule is not None and len(rule.per_doc[0][0]) != k:
+            raise LongRopeError(f"racing references have {len(rule.per_doc[0][0])} documents, the fitness {k}")
+        started = time.perf_counter()
+        ppl: list[list[float]] = [[] for _ in specs]
+        needle: list[list[float]] = [[] for _ in specs]
+        tokens = [0] * len(specs)
+        dropped = [False] * len(specs)
+        active = list(range(len(specs)))
+        for j in range(k):
+            if not active:
+                break
+            values = self._score([specs[i] for i in active], j)
+            still = []
+            for i, (doc_value, needle_value) in zip(active, values):
+                ppl[i].append(round_nll(doc_value))
+                needle[i].append(round_nll(needle_value))
+                tokens[i] += self.data.length
+                if rule is not None and rule.drops(ppl[i], needle[i]):
+                    dropped[i] = True
+                else:
+                    still.append(i)
+            active = still
+        seconds = (time.perf_counter() - started) / max(1, len(specs))
+        results = []
+        for i in range(len(specs)):
+            if dropped[i]:
+                bound, estimate = rule.bound(ppl[i], needle[i]), rule.estimate(ppl[i], needle[i])
+                results.append(Evaluation(
+                    ppl[i], round_nll(bound[0]), False, tokens[i], seconds,
+                    None if estimate is None else round_nll(estimate[0]), None, needle[i], round_nll(bound[1]),
+                    None if estimate is None else round_nll(estimate[1])))
+            else:
+                results.append(Evaluation(ppl[i], round_nll(sum(ppl[i]) / k), True, tokens[i], seconds,
+                                          needle_per_doc=needle[i], needle=round_nll(sum(needle[i]) / k)))
         return results
 
 

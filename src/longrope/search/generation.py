@@ -1,7 +1,8 @@
 """One generation of the evolutionary search on the `SearchState`: drawing its candidates, the racing rule of each
 candidate group, and the selection of the next parents (state and rng in, state out: no model, files or ranks).
 
-Algorithm and racing: see `longrope.search.evolution`. Every random draw comes from the run's one ``rng`` in a
+Algorithm and racing: see `longrope.search.evolution`; with two objectives, `longrope.search.pareto` (NSGA-II
+selection, racing on domination). Every random draw comes from the run's one ``rng`` in a
 fixed order, so a resumed run draws exactly what an uninterrupted one would.
 """
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from longrope.search.config import SearchConfig
 from longrope.search.fitness import racing_rule
 from longrope.search.operators import crossover, mutate
+from longrope.search.pareto import pareto_order, pareto_racing_rule
 from longrope.search.space import Genome, SearchSpace
 from longrope.search.state import SearchState
 
@@ -36,10 +38,23 @@ def complete_fitness(state: SearchState, keys, estimated: bool = False) -> list[
     return sorted(out)
 
 
+def pareto_ranked(state: SearchState, keys, estimated: bool = False) -> list[str]:
+    """Keys of the two-objective records among ``keys`` with a point (complete; with ``estimated``, dropped ones
+    by their predicted point too), best first in NSGA-II order (`pareto.pareto_order`)."""
+    keys = [k for k in dict.fromkeys(keys) if k in state.records and state.records[k].point(estimated) is not None]
+    points = [state.records[k].point(estimated) for k in keys]
+    return [keys[i] for i in pareto_order(points, keys)]
+
+
 def best_text(state: SearchState) -> str:
-    """The best complete perplexity so far, for the progress display ("-" before the first)."""
+    """The best complete perplexity so far, for the progress display ("-" before the first); with two
+    objectives, the best of each (not necessarily one individual)."""
     ranked = complete_fitness(state, state.records)
-    return f"{math.exp(ranked[0][0]):.3f}" if ranked else "-"
+    if not ranked:
+        return "-"
+    needles = [r.needle for r in state.records.values() if r.complete and r.needle is not None]
+    text = f"{math.exp(ranked[0][0]):.3f}"
+    return f"{text}, needle {math.exp(min(needles)):.3f}" if needles else text
 
 
 def budget_left(state: SearchState, config: SearchConfig) -> int:
@@ -134,12 +149,19 @@ def setup_group(state: SearchState, config: SearchConfig) -> None:
         else:
             reference = state.parents
         rank = config.race_rank
-        ranked = complete_fitness(state, reference)[: config.parents]
-        if len(ranked) >= rank:
-            rows = [(fitness, state.records[key].per_doc) for fitness, key in ranked]
-            rule = racing_rule(rows, config.racing_z, rank)
+        if config.two_objectives:  # dropped once `rank` of the best `parents` references dominate it
+            keys = pareto_ranked(state, reference)[: config.parents]
+            if len(keys) >= rank:
+                records = [state.records[key] for key in keys]
+                rule = pareto_racing_rule([(r.point(), (r.per_doc, r.needle_per_doc)) for r in records],
+                                          config.racing_z, rank)
+        else:
+            ranked = complete_fitness(state, reference)[: config.parents]
+            if len(ranked) >= rank:
+                rows = [(fitness, state.records[key].per_doc) for fitness, key in ranked]
+                rule = racing_rule(rows, config.racing_z, rank)
     state.racing = None if rule is None else rule.to_json()
-    state.threshold = None if rule is None else rule.threshold
+    state.threshold = getattr(rule, "threshold", None)  # a Pareto rule has no one threshold: null in the log
     state.group_ready = True
 
 
@@ -150,6 +172,9 @@ def select(state: SearchState, config: SearchConfig, console: Console) -> None:
     """Keep the best ``parents`` of the old parents and this generation's candidates; record its history row."""
     g = state.generation
     keys = list(state.parents) + [k for group in state.groups for k in group]
+    if config.two_objectives:
+        select_pareto(state, config, console, keys)
+        return
     ranked = complete_fitness(state, dict.fromkeys(keys), estimated=config.estimated_parents)
     state.parents = [key for _, key in ranked[: config.parents]]
     values = [f for f, _ in ranked[: config.parents]]
@@ -171,3 +196,35 @@ def select(state: SearchState, config: SearchConfig, console: Console) -> None:
                 f"generation {g}: best ppl {math.exp(values[0]):.3f}, median parent ppl "
                 f"{math.exp(statistics.median(values)):.3f}, {len(state.records)} evaluations"
             )
+
+
+def select_pareto(state: SearchState, config: SearchConfig, console: Console, keys: list[str]) -> None:
+    """NSGA-II selection of the next ``parents`` from ``keys`` (old parents and this generation's candidates) on
+    (document NLL, needle NLL); the history row holds the best of each objective among complete parents."""
+    state.parents = pareto_ranked(state, keys, estimated=config.estimated_parents)[: config.parents]
+    complete = [state.records[k] for k in state.parents if state.records[k].complete]
+    if not complete:
+        return
+    doc = sorted(r.fitness for r in complete)
+    points = [r.point() for r in complete]
+    front = sum(1 for p in points if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points))
+    best_needle = min(r.needle for r in complete)
+    state.history.append(
+        {
+            "generation": state.generation,
+            "best": doc[0],
+            "median": statistics.median(doc),
+            "worst_parent": doc[-1],
+            "best_needle": best_needle,
+            "median_needle": statistics.median(r.needle for r in complete),
+            "front": front,
+            "evaluations": len(state.records),
+            "forward_tokens": state.forward_tokens,
+            "seconds": round(state.seconds, 2),
+        }
+    )
+    if not console.is_terminal:
+        console.print(
+            f"generation {state.generation}: best ppl {math.exp(doc[0]):.3f}, best needle ppl "
+            f"{math.exp(best_needle):.3f}, {front} parents on the front, {len(state.records)} evaluations"
+        )

@@ -95,6 +95,47 @@ def plot_convergence(history: list[dict], path: Path, title: str = "LongRoPE sea
     return save_figure(fig, path)
 
 
+def plot_front(front: list[tuple[float, float]], evaluated: list[tuple[float, float]],
+               baselines: dict[str, tuple[float, float]], chosen: tuple[float, float] | None, path: Path,
+               title: str = "two-objective search") -> Path:
+    """PNG of a two-objective search in perplexity units (exp of the NLLs): every complete evaluation (faint), the
+    Pareto front (a step line), each baseline (a labelled marker) and the shipped member (a star). Both axes are
+    lower-better; log scales, as baselines beyond the window sit orders of magnitude away."""
+    import math
+
+    from longrope.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    exp = lambda points: ([math.exp(a) for a, _ in points], [math.exp(b) for _, b in points])  # noqa: E731
+    if evaluated:
+        ax.scatter(*exp(evaluated), s=8, color="0.75", label="evaluated", zorder=1)
+    ordered = sorted(front)
+    ax.step(*exp(ordered), where="post", color="tab:blue", zorder=2)
+    ax.scatter(*exp(ordered), s=22, color="tab:blue", label=f"Pareto front ({len(front)})", zorder=3)
+    markers = "osD^vP<>"
+    for k, (name, point) in enumerate(sorted(baselines.items())):
+        x, y = exp([point])
+        ax.scatter(x, y, marker=markers[k % len(markers)], s=60, facecolors="none", edgecolors=f"C{k + 1}",
+                   linewidths=1.5, label=name, zorder=4)
+        ax.annotate(name, (x[0], y[0]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if chosen is not None:
+        ax.scatter(*exp([chosen]), marker="*", s=180, color="tab:red", label="shipped (selection rule)", zorder=5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FormatStrFormatter("%.4g"))
+        axis.set_minor_formatter(FormatStrFormatter("%.4g"))
+    ax.set_xlabel("document perplexity (natural text tokens)")
+    ax.set_ylabel("needle-driven perplexity (answer tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def search_progress(console: Console) -> LoggedProgress:
     return LoggedProgress(
         *progress_columns("best ppl {task.fields[best]}", remaining_label="left"), console=console, transient=False

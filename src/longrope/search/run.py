@@ -20,7 +20,8 @@ from longrope.search.config import SearchConfig
 from longrope.search.distributed import Comm, init_from_env
 from longrope.search.fitness import Evaluation, Evaluator, FitnessData, PenalizedEvaluator, RacingRule
 from longrope.search.generation import best_text, budget_left, draw_generation, select, setup_group
-from longrope.search.outputs import SearchResult, best_result, log_row, open_log, write_outputs
+from longrope.search.outputs import SearchResult, baseline_specs, best_result, log_row, open_log, write_outputs
+from longrope.search.pareto import ParetoRacingRule
 from longrope.search.report import search_progress
 from longrope.search.space import Genome, SearchSpace, seed_genomes
 from longrope.search.state import (
@@ -141,7 +142,10 @@ class SearchRun:
         """Evaluate the pending candidates of the current group, ``batch`` per rank per round; after every round
         all ranks hold the same records, the main rank appends them to the log, and the state is saved."""
         group = self.state.groups[self.state.stage]
-        rule = None if self.state.racing is None else RacingRule.from_json(self.state.racing)
+        rule = None
+        if self.state.racing is not None:
+            kind = ParetoRacingRule if self.state.racing.get("kind") == "pareto" else RacingRule
+            rule = kind.from_json(self.state.racing)
         pending = [k for k in dict.fromkeys(group) if k not in self.state.records]
         per_round = self.config.batch * self.comm.world
         for start in range(0, len(pending), per_round):
@@ -175,6 +179,9 @@ class SearchRun:
                     order=len(self.state.records),
                     estimate=result.estimate,
                     penalty=result.penalty,
+                    needle_per_doc=result.needle_per_doc,
+                    needle=result.needle,
+                    needle_estimate=result.needle_estimate,
                 )
                 self.state.records[key] = record
                 rows.append(log_row(self.state, record))
@@ -186,6 +193,29 @@ class SearchRun:
                 self.save()
             if bar is not None:
                 bar.update(task, advance=len(round_keys), best=best_text(self.state))
+
+    def run_baselines(self) -> None:
+        """Two objectives: score the baseline methods (`outputs.baseline_specs`) once on the same documents, dealt
+        over the ranks like candidates; kept in the state (a resumed or extended search does not repeat them)."""
+        if not self.config.two_objectives or self.state.baselines is not None:
+            return
+        import warnings
+
+        specs = baseline_specs(self.space.factor, self.geometry.original_window)
+        names = list(specs)
+        mine = names[self.comm.rank :: self.comm.world]
+        before = self.evaluator.forward_tokens
+        with warnings.catch_warnings():  # no scaling beyond its window is a baseline here on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            results = self.evaluator.evaluate([specs[n] for n in mine]) if mine else []
+        shares = self.comm.all_gather(([(n, [r.fitness, r.needle]) for n, r in zip(mine, results)],
+                                       self.evaluator.forward_tokens - before))
+        merged = {}
+        for pairs, tokens in shares:
+            merged.update(dict(pairs))
+            self.state.baseline_tokens += tokens
+        self.state.baselines = {n: merged[n] for n in names}
+        self.save()
 
     # -- driver --------------------------------------------------------------------------------------------
     def loop(self) -> None:
@@ -211,10 +241,12 @@ class SearchRun:
                 state.generation += 1
                 state.groups, state.stage = [], 0
                 self.save()
+            self.run_baselines()
             state.done = True
             self.save()
 
     def finish(self) -> SearchResult:
+        self.run_baselines()  # a state finished before they existed
         result = best_result(self.state, self.space, self.out_dir, self.state_path)
         if self.comm.is_main:
             write_outputs(result, self.data, self.space, self.config, self.title, self.console,

@@ -65,9 +65,24 @@ class Record:
     order: int  # evaluation order: index in the run
     estimate: float | None = None  # predicted fitness of a candidate dropped by the predictive racing rule
     penalty: float | None = None  # in-window penalty included in fitness (portable search only)
+    # Two-objective search (`pareto`): the needle NLL per document, its fitness (a bound when dropped), estimate.
+    needle_per_doc: list[float] | None = None
+    needle: float | None = None
+    needle_estimate: float | None = None
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items()
+                if not (k.startswith("needle") and v is None)}  # one-objective states as they were
+
+    def point(self, estimated: bool = False) -> tuple[float, float] | None:
+        """(document NLL, needle NLL): complete, or with ``estimated`` a dropped record's prediction; else None."""
+        if self.needle is None:
+            return None
+        if self.complete:
+            return self.fitness, self.needle
+        if estimated and self.estimate is not None and self.needle_estimate is not None:
+            return self.estimate, self.needle_estimate
+        return None
 
 
 @dataclass
@@ -78,7 +93,9 @@ class SearchState:
     under way in that generation (the initial population is raced in several groups). pending: its candidates
     (genome keys). group_ready: the group's racing rule is fixed; racing: that rule (`fitness.RacingRule` as
     JSON, None = no racing) and threshold: its threshold (for the log), fixed when the group started.
-    parents: genome keys of the parent set, best first. done: the search has finished.
+    parents: genome keys of the parent set, best first. done: the search has finished. baselines: with two
+    objectives, {name: [document NLL, needle NLL]} of the baseline methods on the same documents (evaluated
+    once, after the last generation; their forward tokens are ``baseline_tokens``, not ``forward_tokens``).
     """
 
     config_hash: str
@@ -99,6 +116,8 @@ class SearchState:
     forward_tokens: int = 0
     seconds: float = 0.0
     done: bool = False
+    baselines: dict[str, list[float]] | None = None
+    baseline_tokens: int = 0
 
     def to_json(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "records"}
