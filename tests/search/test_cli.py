@@ -100,3 +100,26 @@ def test_errors(model_dir, tmp_path, cache, args, message):
     done = _run("--model", model_dir, "--out", tmp_path, "--no-progress", *args)
     assert done.exit_code != 0
     assert isinstance(done.exception, Exception) and message in str(done.exception)
+
+
+def test_two_objective_search_of_the_tiny_model_at_8x(tmp_path, held_out_dir, monkeypatch):
+    """The demo's setting with a very small budget: the shipped tiny model at 8x (2048 tokens), LongRoPE2 with the
+    critical pair searched, two objectives on needles planted in stdlib source files."""
+    monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "two"
+    done = _run("--model", "tiny", "--factor", 8, "--objective", "ppl+needle", "--needles-per-doc", 4,
+                "--longrope2", "--search-critical", "--corpus", held_out_dir, "--population", 4, "--parents", 2,
+                "--mutations", 2, "--crossovers", 1, "--generations", 1, "--docs", 1, "--batch", 4,
+                "--dtype", "fp32", "--no-progress", "--out", out)
+    assert done.exit_code == 0, done.output
+    front = json.loads((out / "front.json").read_text())
+    assert "2048 tokens" in front["data"] and "4 needles each" in front["data"]
+    assert set(front["baselines"]) == {"none", "pi", "ntk", "dynamic_ntk", "yarn"}
+    chosen = front["chosen"]
+    assert chosen["genome"]["critical"] in (3, 4, 5, 6, 7)  # the tiny model's candidates (head dim 32, L = 256)
+    spec = load_spec(out / "best_spec.json")
+    assert spec.to_dict() == chosen["spec"] and spec.factor == 8
+    assert (out / "front.png").stat().st_size > 1000
+    assert "shipped" in done.output and "front.json" in done.output
+    help_text = _run("--help").output
+    assert "--objective" in help_text and "--search-critical" in help_text
