@@ -32,7 +32,7 @@ EVAL_COUNTS = {  # per eval command: its options that count something (>= 1)
 }
 SEARCH_INTS = {"--length": 2, "--population": 1, "--parents": 1, "--generations": 0, "--mutations": 0,
                "--crossovers": 0, "--max-evaluations": 1, "--docs": 1, "--batch": 1, "--critical-pair": 0,
-               "--needles-per-doc": 1}
+               "--needles-per-doc": 1, "--max-forward-tokens": 1}
 
 
 def _refuse_to_load(*args, **kwargs):

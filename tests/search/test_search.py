@@ -372,3 +372,21 @@ def test_two_objective_settings_and_their_errors(model, tmp_path):
     long = LongRopeSpec(long_factor=(4.0,) * 8, factor=4.0, original_window=16)
     with pytest.raises(LongRopeError, match="short factors"):
         search_short(model, None, long, small_config(objective="ppl+needle"), tmp_path, progress=False)
+
+
+def test_a_forward_token_budget_caps_a_two_objective_search_at_a_one_objective_ones_cost(model, tmp_path):
+    """Racing drops fewer children when they must be dominated on two objectives, so at the same evaluation budget
+    a raced two-objective search may cost more tokens; ``max_forward_tokens`` makes the budget the tokens."""
+    from search_helpers import small_needle_data
+
+    one = search(model, None, small_config(generations=3), tmp_path / "one", data=small_data(), progress=False)
+    capped = search(model, None, small_config(objective="ppl+needle", generations=3,
+                                              max_forward_tokens=one.forward_tokens),
+                    tmp_path / "two", data=small_needle_data(), progress=False)
+    assert capped.forward_tokens <= one.forward_tokens
+    assert "max_forward_tokens" not in small_config(max_forward_tokens=5).hashed()  # a budget, like max_evaluations
+    state = json.loads((tmp_path / "two" / STATE_FILE).read_text())
+    assert state["done"] and len(state["records"]) == capped.evaluations
+    more = search(model, None, small_config(objective="ppl+needle", generations=3), tmp_path / "two",
+                  data=small_needle_data(), progress=False, resume=True)  # the cap lifted: it continues
+    assert more.forward_tokens >= capped.forward_tokens

@@ -38,6 +38,10 @@ def search_command(
     mutations: int = typer.Option(16, help="Mutated children per generation."),
     crossovers: int = typer.Option(16, help="Crossed children per generation."),
     max_evaluations: int | None = typer.Option(None, "--max-evaluations", help="Cap on evaluations."),
+    max_forward_tokens: int | None = typer.Option(
+        None, "--max-forward-tokens", help="Cap on the tokens of the candidates' forwards (a compute budget: e.g. "
+        "give a two-objective search the forward_tokens a perplexity-only search spent, result.json)."
+    ),
     docs: int = typer.Option(5, "--docs", "-k", help="Documents in the fitness."),
     corpus: str = typer.Option("stdlib", help="Corpus of the fitness documents: stdlib, a path, or hf:NAME."),
     split: str = typer.Option("validation", help="Split of the fitness documents (never test)."),
@@ -140,6 +144,7 @@ def search_command(
         parents=parents,
         generations=generations,
         max_evaluations=max_evaluations,
+        max_forward_tokens=max_forward_tokens,
         lambda_max=lambda_max,
         search_n_hat=search_n_hat,
         search_attention=search_attention,

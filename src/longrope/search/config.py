@@ -13,7 +13,7 @@ from longrope.validation import check_number
 
 OBJECTIVES = ("ppl", "ppl+needle")
 # Fields that do not change the result and may differ between a run and its resume.
-_UNHASHED = ("batch", "chunk", "generations", "max_evaluations")
+_UNHASHED = ("batch", "chunk", "generations", "max_evaluations", "max_forward_tokens")
 
 
 @dataclass
@@ -21,7 +21,10 @@ class SearchConfig:
     """Every option of the search. Give ``factor`` (s) or ``target_length`` (L' = s * L).
 
     Budget: ``population`` initial individuals, then ``generations`` generations of ``mutations`` +
-    ``crossovers`` children with ``parents`` kept; ``max_evaluations`` caps the number of evaluations.
+    ``crossovers`` children with ``parents`` kept; ``max_evaluations`` caps the number of evaluations and
+    ``max_forward_tokens`` the tokens the candidates' forwards may cost (a candidate starts only if the budget
+    left pays for it on every document, so the search never spends more; the rest of its generation is not
+    evaluated; baselines of a two-objective search are counted apart).
     Space: factors in [1, ``lambda_max``] (default 1.25*s) on a 0.01 grid; ``search_n_hat`` adds n_hat (not
     exportable to transformers when > 0); ``search_attention`` searches the attention factor on
     [``attention_min``, ``attention_max``]; otherwise ``attention_factor`` (None: the "su" policy).
@@ -52,6 +55,7 @@ class SearchConfig:
     generations: int = 40
     mutation_prob: float = 0.3
     max_evaluations: int | None = None
+    max_forward_tokens: int | None = None
     lambda_max: float | None = None
     search_n_hat: bool = False
     search_attention: bool = False
@@ -106,6 +110,7 @@ class SearchConfig:
         for name in ("generations", "mutations", "crossovers"):
             check_number(name, getattr(self, name), minimum=0)
         check_number("max_evaluations", self.max_evaluations)
+        check_number("max_forward_tokens", self.max_forward_tokens, minimum=1)
         check_number("mutation_prob", self.mutation_prob)
         check_number("chunk", self.chunk, minimum=1)
         if self.generations > 0 and self.mutations + self.crossovers == 0:

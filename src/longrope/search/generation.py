@@ -58,6 +58,7 @@ def best_text(state: SearchState) -> str:
 
 
 def budget_left(state: SearchState, config: SearchConfig) -> int:
+    """Evaluations ``max_evaluations`` still allows (the token budget is `run.SearchRun.affordable`'s)."""
     if config.max_evaluations is None:
         return 1 << 60
     return config.max_evaluations - len(state.records)

@@ -100,39 +100,57 @@ def plot_front(front: list[tuple[float, float]], evaluated: list[tuple[float, fl
                title: str = "two-objective search") -> Path:
     """PNG of a two-objective search in perplexity units (exp of the NLLs): every complete evaluation (faint), the
     Pareto front (a step line), each baseline (a labelled marker) and the shipped member (a star). Both axes are
-    lower-better; log scales, as baselines beyond the window sit orders of magnitude away."""
+    lower-better, on log scales. Left: everything (baselines beyond the window sit far away); right: zoomed on the
+    front, with the baselines that fall near it."""
     import math
+
+    from matplotlib.ticker import FormatStrFormatter
 
     from longrope.plots import pyplot, save_figure
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     exp = lambda points: ([math.exp(a) for a, _ in points], [math.exp(b) for _, b in points])  # noqa: E731
-    if evaluated:
-        ax.scatter(*exp(evaluated), s=8, color="0.75", label="evaluated", zorder=1)
     ordered = sorted(front)
-    ax.step(*exp(ordered), where="post", color="tab:blue", zorder=2)
-    ax.scatter(*exp(ordered), s=22, color="tab:blue", label=f"Pareto front ({len(front)})", zorder=3)
+    fx, fy = exp(ordered)
     markers = "osD^vP<>"
-    for k, (name, point) in enumerate(sorted(baselines.items())):
-        x, y = exp([point])
-        ax.scatter(x, y, marker=markers[k % len(markers)], s=60, facecolors="none", edgecolors=f"C{k + 1}",
-                   linewidths=1.5, label=name, zorder=4)
-        ax.annotate(name, (x[0], y[0]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if chosen is not None:
-        ax.scatter(*exp([chosen]), marker="*", s=180, color="tab:red", label="shipped (selection rule)", zorder=5)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    from matplotlib.ticker import FormatStrFormatter
-
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(FormatStrFormatter("%.4g"))
-        axis.set_minor_formatter(FormatStrFormatter("%.4g"))
-    ax.set_xlabel("document perplexity (natural text tokens)")
-    ax.set_ylabel("needle-driven perplexity (answer tokens)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    for panel, ax in enumerate(axes):
+        if evaluated:
+            ax.scatter(*exp(evaluated), s=8, color="0.75", label="evaluated", zorder=1)
+        ax.step(fx, fy, where="post", color="tab:blue", zorder=2)
+        ax.scatter(fx, fy, s=22, color="tab:blue", label=f"Pareto front ({len(front)})", zorder=3)
+        if panel:  # zoom: the front's box, widened to the baselines within twice its span
+            span_x, span_y = max(fx) / min(fx), max(fy) / min(fy)
+            low_x, high_x = min(fx) / span_x ** 0.5 / 1.02, max(fx) * span_x ** 0.5 * 1.02
+            low_y, high_y = min(fy) / span_y ** 0.5 / 1.05, max(fy) * span_y ** 0.5 * 1.05
+            for point in baselines.values():
+                x, y = math.exp(point[0]), math.exp(point[1])
+                if low_x / 1.5 <= x <= high_x * 1.5 and low_y / 1.5 <= y <= high_y * 1.5:
+                    low_x, high_x = min(low_x, x / 1.02), max(high_x, x * 1.02)
+                    low_y, high_y = min(low_y, y / 1.05), max(high_y, y * 1.05)
+        for k, (name, point) in enumerate(sorted(baselines.items())):
+            x, y = exp([point])
+            ax.scatter(x, y, marker=markers[k % len(markers)], s=60, facecolors="none", edgecolors=f"C{k + 1}",
+                       linewidths=1.5, label=f"{name} ({x[0]:.3g} / {y[0]:.3g})", zorder=4)
+            ax.annotate(name, (x[0], y[0]), textcoords="offset points", xytext=(5, 4), fontsize=8,
+                        annotation_clip=True)
+        if chosen is not None:
+            cx, cy = exp([chosen])
+            ax.scatter(cx, cy, marker="*", s=180, color="tab:red", zorder=5,
+                       label=f"shipped, selection rule ({cx[0]:.3g} / {cy[0]:.3g})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if panel:
+            ax.set_xlim(low_x, high_x)
+            ax.set_ylim(low_y, high_y)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FormatStrFormatter("%.4g"))
+            axis.set_minor_formatter(FormatStrFormatter("%.4g"))
+        ax.set_xlabel("document perplexity (natural text tokens)")
+        ax.set_ylabel("needle-driven perplexity (answer tokens)")
+        ax.set_title(title if not panel else "zoomed on the front")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
     return save_figure(fig, path)
 
 

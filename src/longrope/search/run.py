@@ -138,6 +138,13 @@ class SearchRun:
             save_state(self.state, self.state_path)
 
     # -- evaluation ----------------------------------------------------------------------------------------
+    def affordable(self) -> int:
+        """How many more candidates ``max_forward_tokens`` pays for even if each is scored on every document."""
+        cap = self.config.max_forward_tokens
+        if cap is None:
+            return 1 << 60
+        return max(0, cap - self.state.forward_tokens) // (self.data.docs * self.data.length)
+
     def run_group(self, bar, task) -> None:
         """Evaluate the pending candidates of the current group, ``batch`` per rank per round; after every round
         all ranks hold the same records, the main rank appends them to the log, and the state is saved."""
@@ -149,7 +156,13 @@ class SearchRun:
         pending = [k for k in dict.fromkeys(group) if k not in self.state.records]
         per_round = self.config.batch * self.comm.world
         for start in range(0, len(pending), per_round):
-            round_keys = pending[start : start + per_round]
+            round_keys = pending[start : start + per_round][: self.affordable()]
+            if not round_keys:  # the token budget is spent: the rest of the generation is never evaluated
+                stage = self.state.stage
+                self.state.groups[stage] = [k for k in group if k in self.state.records]
+                self.state.groups[stage + 1 :] = [[] for _ in self.state.groups[stage + 1 :]]
+                self.save()
+                break
             mine = round_keys[self.comm.rank * self.config.batch : (self.comm.rank + 1) * self.config.batch]
             before = self.evaluator.forward_tokens
             specs = [self.space.to_spec(Genome.from_key(k)) for k in mine]
@@ -227,7 +240,7 @@ class SearchRun:
             )
             while state.generation <= config.generations:
                 if not state.groups:
-                    if state.generation > 0 and budget_left(state, config) <= 0:
+                    if state.generation > 0 and (budget_left(state, config) <= 0 or not self.affordable()):
                         break
                     draw_generation(state, config, self.space, self.rng, self.seeds)
                     self.save()
