@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from search_helpers import small_config, small_data, small_model
+from search_helpers import small_config, small_data, small_model, small_needle_data
 
 from longrope.errors import LongRopeError
 from longrope.search import (
@@ -36,6 +36,7 @@ def main() -> None:
         action="store_true",
         help="first run a search whose seed differs between ranks and report its error",
     )
+    parser.add_argument("--two", action="store_true", help="two objectives (--objective ppl+needle)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.delay:
@@ -62,11 +63,11 @@ def main() -> None:
         else:
             print(f"rank {rank}: no error for disagreeing ranks", file=sys.stderr)
             sys.exit(3)
-    config = small_config(generations=args.generations, batch=args.batch)
+    config = small_config(generations=args.generations, batch=args.batch,
+                          objective="ppl+needle" if args.two else "ppl")
+    data = small_needle_data() if args.two else small_data()
     try:
-        result = search(
-            small_model(), None, config, args.out, resume=args.resume, progress=False, data=small_data()
-        )
+        result = search(small_model(), None, config, args.out, resume=args.resume, progress=False, data=data)
     except LongRopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -78,6 +79,9 @@ def main() -> None:
                     "fitness": result.fitness,
                     "evaluations": result.evaluations,
                     "forward_tokens": result.forward_tokens,
+                    "needle": result.needle,
+                    "front": None if result.front is None else [[m["fitness"], m["needle"]] for m in result.front],
+                    "baselines": result.baselines,
                 }
             )
         )

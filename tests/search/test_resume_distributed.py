@@ -98,6 +98,26 @@ def test_two_ranks_match_one_and_refuse_to_disagree(tmp_path, uninterrupted):
     assert result["forward_tokens"] == uninterrupted.forward_tokens
 
 
+def test_two_ranks_run_a_two_objective_search_as_one(tmp_path):
+    """Candidates and baselines dealt over 2 ranks: the same front, pick and baselines as one process."""
+    from search_helpers import small_needle_data
+
+    one = search(small_model(), None, small_config(objective="ppl+needle", generations=2), tmp_path / "one",
+                 data=small_needle_data(), progress=False)
+    done = _torchrun(["--generations", "2", "--two"], tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["genome"] == one.genome.key and result["evaluations"] == one.evaluations
+    assert result["fitness"] == pytest.approx(one.fitness, abs=1e-6)
+    assert result["needle"] == pytest.approx(one.needle, abs=1e-6)
+    expected = [[m["fitness"], m["needle"]] for m in one.front]
+    assert len(result["front"]) == len(expected)
+    for got, want in zip(result["front"], expected):
+        assert got == pytest.approx(want, abs=1e-6)
+    assert result["baselines"] == {n: pytest.approx(list(v), abs=1e-6) for n, v in one.baselines.items()}
+    assert (tmp_path / "two" / "front.json").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "delete", "garble"])
 def test_resume_repairs_a_damaged_log_from_the_state(tmp_path, damage, capsys):
     """A log cut short, deleted or garbled after the state was saved is rebuilt, with a note, before resuming."""
