@@ -174,3 +174,30 @@ def test_predictive_rule_wrong_drop_rate_is_bounded():
         assert drop_rates(mean_gap)[1] <= limit
     assert drop_rates(-2 * sigma)[0] < 0.005
     assert drop_rates(2 * sigma)[0] > 0.6  # and it does drop clear losers
+
+
+def test_two_objective_fitness_data_scores_exactly_the_answers(held_out_dir, tmp_path, monkeypatch):
+    """`build_fitness_data(needles_per_doc=...)`: the needle mask predicts exactly the answer tokens (the mask is on
+    prediction positions: position t scores token t+1), the document mask exactly the natural text."""
+    from transformers import AutoTokenizer
+
+    from longrope.data.corpus import get_corpus
+    from longrope.data.needles import needle_documents
+    from longrope.data.samples import token_samples
+    from longrope.models.shipped import shipped_tiny_path
+
+    monkeypatch.setenv("LONGROPE_CACHE", str(tmp_path))
+    tokenizer = AutoTokenizer.from_pretrained(shipped_tiny_path())
+    data = build_fitness_data(tokenizer, 1024, 2, str(held_out_dir), "validation", seed=1, needles_per_doc=3)
+    assert data.two_objectives and "3 needles each" in data.description
+    samples = token_samples(get_corpus(str(held_out_dir), "validation"), tokenizer, min_tokens=1024, n=2, seed=1)
+    planted = needle_documents([s.tolist() for s in samples], tokenizer, 3, seed=1)
+    for j, doc in enumerate(planted):
+        targets = data.input_ids[j, 1:]
+        assert targets[data.needle_mask[j]].tolist() == [doc.ids[p] for p in sorted(doc.answer_positions)]
+        answers = tokenizer.decode(targets[data.needle_mask[j]].tolist()).split()
+        assert sorted(answers) == sorted(n.value for n in doc.needles)
+        assert targets[data.score_mask[j]].tolist() == [doc.ids[p] for p in doc.text_positions]
+        assert not bool((data.score_mask[j] & data.needle_mask[j]).any())
+    plain = build_fitness_data(tokenizer, 1024, 2, str(held_out_dir), "validation", seed=1)
+    assert plain.fingerprint != data.fingerprint and not plain.two_objectives
