@@ -73,16 +73,15 @@ class PipelineContext:
         """Tokenizer and rotary geometry of the current model without loading its weights."""
         from transformers import AutoConfig, AutoTokenizer
 
+        from longrope.models.files import load_errors
         from longrope.models.loading import resolve_model_path
         from longrope.rope import RopeGeometry
 
         source, gguf = resolve_model_path(self.model)
         kwargs = {"gguf_file": gguf} if gguf else {}
-        try:
+        with load_errors(self.model, source):
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             config = AutoConfig.from_pretrained(source, **kwargs)
-        except OSError as exc:
-            raise LongRopeError(f"cannot load model {self.model!r}: {exc}") from None
         config = getattr(config, "get_text_config", lambda: config)()
         return tokenizer, RopeGeometry.from_config(config)
 
