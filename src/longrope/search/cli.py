@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from longrope.config_files import with_config_file
 from longrope.errors import LongRopeError
@@ -186,8 +187,10 @@ def _run_search(model, long_spec, spec, config, out, resume, progress, device) -
             result = search(loaded, tokenizer, config, out, resume=resume, progress=show, comm=comm)
         if comm.is_main:
             seeds = ", ".join(f"{name} {math.exp(v):.3f}" for name, v in result.seeds.items())
-            console.print(f"[bold]best perplexity[/] {result.perplexity:.3f}  (seeds: {seeds})")
-            console.print(f"spec: {result.spec_path}  plot: {result.plot_path}  log: {result.log_path}")
+            console.print(f"[bold]best perplexity[/] {result.perplexity:.3f}  (seeds: {escape(seeds)})")
+            # Paths as text, on one line: brackets in them are not markup, and a copied path is whole.
+            console.print(f"spec: {result.spec_path}  plot: {result.plot_path}  log: {result.log_path}",
+                          markup=False, soft_wrap=True)
     finally:
         shutdown()
 

@@ -30,12 +30,14 @@ racing rules, selection) and `outputs` (log rows, best_spec.json, result.json, t
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from longrope.attention.patch import model_geometry
 from longrope.errors import LongRopeError
 from longrope.rope import LongRopeSpec
+from longrope.schema import field_types, problem
 from longrope.search.distributed import Comm
 from longrope.search.fitness import FitnessData, build_fitness_data
 from longrope.search.generation import MAX_DRAWS  # noqa: F401  (re-exported: defined here before the split)
@@ -105,7 +107,11 @@ class SearchConfig:
     chunk: int = 1024
 
     def validate(self) -> None:
-        """Raise `LongRopeError` for settings no model can make work; needs no model, so callers check early."""
+        """Raise `LongRopeError` for settings no model can make work; needs no model, so callers check early.
+
+        First each field's type (`longrope.schema`, as a ``--config`` file or a plan is checked): from Python too,
+        ``racing="false"`` or ``generations=2.5`` is refused rather than read as true or cut to 2."""
+        self._check_types()
         if self.factor is None and self.target_length is None:
             raise LongRopeError("give the scale factor s or the target length")
         check_number("factor", self.factor)
@@ -151,6 +157,19 @@ class SearchConfig:
         if self.factor is not None and self.target_length is not None:
             raise LongRopeError(f"give the scale once: factor ({self.factor:g}, --factor) or target_length "
                                 f"({self.target_length}, --length), not both")
+
+    def _check_types(self) -> None:
+        import torch
+
+        for name, hint in field_types(SearchConfig).items():
+            value = getattr(self, name)
+            if name in ("corpus", "factor_file") and isinstance(value, os.PathLike):
+                continue  # a path object where the file formats give its string
+            if name == "dtype" and isinstance(value, torch.dtype):
+                continue
+            found = problem(value, hint, name)
+            if found:
+                raise LongRopeError(found)
 
     def target(self, original_window: int) -> tuple[float, int]:
         """(s, L') for a model whose original window is L."""
