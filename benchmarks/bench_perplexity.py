@@ -6,7 +6,7 @@
 
 Every measurement runs in a fresh ``spawn`` child process so its peak resident memory (``ru_maxrss``) is its
 own; the table shows tokens/s, peak RSS and the RSS added over the loaded model, for bf16 and fp32, and the
-ratios ours / naive. It also measures this CPU's bf16 matmul peak and prints our forward's achieved FLOP/s as
+ratios ours / naive. It also measures this CPU's matmul peak in each dtype and prints our forward's achieved FLOP/s as
 a fraction of it. Exits non-zero if ours and the naive loss disagree in fp32 (relative error > 1e-3).
 """
 
@@ -96,7 +96,7 @@ class _Config:
 
 
 def run_model(name: str, source: str, lengths: list[int], dtypes: list[str], repeats: int, threads: int,
-              peak: float, fresh_process: bool = True) -> list[str]:
+              peaks: dict[str, float], fresh_process: bool = True) -> list[str]:
     """Measure one model; return the list of failed agreement checks."""
     failures = []
     print(f"\n{name}: tokens/s, peak RSS (MB), RSS added over the loaded model (MB)")
@@ -113,7 +113,7 @@ def run_model(name: str, source: str, lengths: list[int], dtypes: list[str], rep
             print(f"{dtype_name:>5} {length:>6} | {length / ours['seconds']:>10.0f} {length / naive['seconds']:>11.0f} "
                   f"{naive['seconds'] / ours['seconds']:>7.2f} | {ours['peak_mb']:>8.0f} {naive['peak_mb']:>8.0f} | "
                   f"{ours['added_mb']:>8.0f} {naive['added_mb']:>9.0f} {mem_ratio:>6.1f} | {rel:>8.1e} | "
-                  f"{flops / 1e9:>7.1f} {100 * flops / peak:>5.1f}%", flush=True)
+                  f"{flops / 1e9:>7.1f} {100 * flops / peaks[dtype_name]:>5.1f}%", flush=True)
             if dtype_name == "fp32" and rel > 1e-3:
                 failures.append(f"{name} fp32 at {length}: ours {ours['loss']:.6f} vs naive {naive['loss']:.6f}")
     return failures
@@ -134,20 +134,27 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     print(f"machine: {cpu_flags()}")
     size = 512 if args.quick else 2048
-    peak = matmul_peak(torch.bfloat16, size=size)
-    print(f"bf16 matmul peak ({size}^3, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s "
-          "(speed x = ours / naive tokens/s; mem x = naive / ours added RSS; % peak = our forward FLOP/s / bf16 peak)")
+    from longrope.hardware import cpu_speeds
+
+    # Each row is compared with the peak of its own dtype. A dtype far slower than fp32 here (bf16 on an AVX2
+    # CPU, ~1 GFLOP/s) is measured on a small product: a 2048^3 one would take minutes.
+    slow = {"bf16"} if not cpu_speeds().bf16_fast else set()
+    torch_dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+    peaks = {d: matmul_peak(t, size=512 if d in slow else size) for d, t in torch_dtypes.items()}
+    print(f"matmul peak ({size}^3, {args.threads} threads): bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s, fp32 "
+          f"{peaks['fp32'] / 1e9:.1f} GFLOP/s (speed x = ours / naive tokens/s; mem x = naive / ours added RSS; "
+          "% peak = our forward FLOP/s / the peak of the row's dtype)")
     failures: list[str] = []
     if args.quick:
         print("--quick: measured in this process (no memory figures; run without --quick for them)")
         failures += run_model("random tiny (vocab 8000)", "random", [128, 512], ["bf16", "fp32"], 1, args.threads,
-                              peak, fresh_process=False)
+                              peaks, fresh_process=False)
     else:
         models = {m.strip() for m in args.models.split(",")}
         dtypes = [d.strip() for d in args.dtypes.split(",")]
         if "tiny" in models:
             failures += run_model("tiny (built-in, window 256, vocab 4096)", "tiny", [256, 1024, 4096],
-                                  dtypes, 2, args.threads, peak)
+                                  dtypes, 2, args.threads, peaks)
         if args.skip_smollm2 or "smollm2" not in models:
             print("\nsmollm2 skipped (--skip-smollm2)")
         else:
@@ -161,7 +168,7 @@ def main() -> int:
             else:
                 lengths = [int(x) for x in args.smollm2_lengths.split(",")]
                 failures += run_model("SmolLM2-135M (vocab 49152)", "smollm2", lengths, dtypes, 1,
-                                      args.threads, peak)
+                                      args.threads, peaks)
     for failure in failures:
         print(f"FAIL: ours and naive perplexity disagree: {failure}")
     print("RESULT", "FAIL" if failures else "OK")

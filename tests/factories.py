@@ -60,3 +60,24 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def save_tiny_hf_dir(path):
+    """Write a tiny random Llama with a small byte-level BPE tokenizer to ``path`` (an ordinary HF directory that
+    `load_model` and transformers load; about a second to make); return ``path``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["def hello(world):\n    return world + 1\n", "the quick brown fox jumps"] * 50, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    model = tiny_model("llama", vocab=len(tokenizer), window=32, layers=1, heads=2, kv_heads=1,
+                       bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -74,6 +74,9 @@ def test_search_reads_a_json_file(tmp_path, captured):
     ("factor = \n", ".toml", "is not valid TOML"),
     ("[1, 2]", ".json", "must be a table"),
     ("{", ".json", "is not valid JSON"),
+    ('population = "10"\n', ".toml", "population is '10' (a string); expected an integer"),
+    ('{"generations": 2.5}', ".json", "generations is 2.5 (a number); expected an integer"),
+    ('{"racing": "false"}', ".json", "racing is 'false' (a string); expected true or false"),
 ])
 def test_bad_files_are_one_clear_error(tmp_path, text, suffix, message):
     path = tmp_path / f"c{suffix}"
@@ -82,6 +85,15 @@ def test_bad_files_are_one_clear_error(tmp_path, text, suffix, message):
         read_config_file(path, SearchConfig)
     with pytest.raises(LongRopeError, match="does not exist"):
         read_config_file(tmp_path / "missing.toml", SearchConfig)
+
+
+def test_a_value_of_the_wrong_type_in_the_file_stops_the_command_before_any_work(tmp_path, captured):
+    (tmp_path / "s.toml").write_text('factor = 8\npopulation = "10"\n')
+    result = CliRunner().invoke(app, ["search", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "s.toml")])
+    assert isinstance(result.exception, LongRopeError)
+    assert str(result.exception) == (f"--config: {tmp_path / 's.toml'}: population is '10' (a string); "
+                                     "expected an integer")
+    assert "config" not in captured and not (tmp_path / "o").exists()
 
 
 def test_a_bad_value_in_the_file_is_refused_like_an_option(tmp_path, captured):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from search_helpers import small_config, small_data, small_model
@@ -117,12 +118,26 @@ def test_state_file_protection(model, tmp_path):
         (dict(factor=None, target_length=16), "above the model's original window"),
         (dict(split="test"), "test split"),
         (dict(parents=20), "cannot exceed"),
+        # Types, from Python as from a file: never read as true, cut to an integer or taken as a number.
+        (dict(racing="false"), r"racing is 'false' \(a string\); expected true or false"),
+        (dict(generations=2.5), r"generations is 2.5 \(a number\); expected an integer"),
+        (dict(seed=True), r"seed is true \(a boolean\); expected an integer"),
+        (dict(population="8"), r"population is '8' \(a string\)"),
+        (dict(dtype=3), r"dtype is 3 \(an integer\); expected a string or null"),
     ],
 )
 def test_bad_input(model, tmp_path, overrides, message):
     with pytest.raises(LongRopeError, match=message):
         search(model, None, small_config(**overrides), tmp_path, data=small_data(), progress=False)
     assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_path_and_dtype_objects_are_accepted_where_files_give_strings():
+    import torch
+
+    from longrope.search.evolution import SearchConfig
+
+    SearchConfig(factor=2, corpus=Path("docs"), factor_file=Path("f.json"), dtype=torch.float32).validate()
 
 
 def test_wrong_length_factor_file(model, tmp_path):

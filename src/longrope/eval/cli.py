@@ -18,6 +18,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 
 from longrope.errors import LongRopeError
 from longrope.precision_options import DeviceOpt, DtypeOpt, check_precision
@@ -146,7 +147,8 @@ def check_options(command: str, target: EvalTarget, counts: dict[str, int | None
     build_specs(target.method, target.factor or 2.0, 0)  # a bad --method name or spec file, before any model
     out = check_output_dir("--out", target.out or Path("longrope-eval") / command)
     if (out / f"{command}.json").exists():
-        console.print(f"note: {out / f'{command}.json'} exists and will be replaced when this evaluation ends")
+        console.print(f"note: {out / f'{command}.json'} exists and will be replaced when this evaluation ends",
+                      markup=False, soft_wrap=True)  # a path may hold brackets
     return out
 
 
@@ -234,7 +236,7 @@ def _evaluate(command: str, evaluate: Callable[[], T], write: Callable[[T, dict]
 def _finish(markdown: str, paths: dict) -> None:
     console.print(Markdown(markdown))
     for kind, path in paths.items():
-        console.print(f"[dim]{kind}:[/] {path}")
+        console.print(f"[dim]{kind}:[/] {escape(str(path))}", soft_wrap=True)
 
 
 @eval_command("ppl")

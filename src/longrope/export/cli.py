@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from longrope.errors import LongRopeError
@@ -93,14 +94,16 @@ def export_command(
         warnings.simplefilter("ignore")  # what a lossy export dropped is listed below, once
         export_model(loaded, tokenizer, scaling, out, target_window=window, lossy=lossy, portable=portable,
                      gguf=gguf, gguf_source=source, gguf_dtype=gguf_dtype, force=force, plan=plan)
-    console.print(f"[green]wrote[/] {out} (rope_type {plan.hf.rope_parameters['rope_type']}, "
-                  f"max_position_embeddings {plan.hf.max_position_embeddings})")
+    # Paths and notes are text, not markup (a name may hold brackets); one line each, however long.
+    console.print(f"[green]wrote[/] {escape(str(out))} (rope_type {plan.hf.rope_parameters['rope_type']}, "
+                  f"max_position_embeddings {plan.hf.max_position_embeddings})", soft_wrap=True)
     if gguf:
-        console.print(f"[green]wrote[/] {out / GGUF_NAME} ({'copy of ' + str(source) if source else gguf_dtype})")
+        made = f"copy of {source}" if source else gguf_dtype
+        console.print(f"[green]wrote[/] {escape(str(out / GGUF_NAME))} ({escape(made)})", soft_wrap=True)
     for note in plan.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     for item in plan.lost:
-        console.print(f"[yellow]lost:[/] {item}")
+        console.print(f"[yellow]lost:[/] {escape(str(item))}", soft_wrap=True)
 
 
 def convert_command(
@@ -124,7 +127,7 @@ def convert_command(
         if not source.is_file():
             raise LongRopeError(f"GGUF file {source} does not exist")
     path = convert_gguf_to_hf(source, out_dir, force=force)
-    console.print(f"[green]wrote[/] {path}")
+    console.print(f"[green]wrote[/] {escape(str(path))}", soft_wrap=True)
 
 
 def verify_command(
@@ -157,7 +160,8 @@ def verify_command(
     lengths = {k: v for k, v in (("below window", below), ("above window", above)) if v is not None}
     report = verify_export(export_dir, new_tokens=new_tokens, lengths=lengths, tolerance=tolerance)
     console.print(f"{report.export_dir}: rope_type {report.rope_type}, original window {report.original_window}, "
-                  "prompt lengths " + ", ".join(f"{k} {v}" for k, v in report.lengths.items()))
+                  "prompt lengths " + ", ".join(f"{k} {v}" for k, v in report.lengths.items()),
+                  markup=False, soft_wrap=True)
     table = Table()
     for column in ("runtime", "check", "result", "max logit diff", "first differing token"):
         table.add_column(column)
@@ -171,10 +175,10 @@ def verify_command(
             advice.setdefault(row.advice, []).append(f"{row.runtime} {row.check}")
     console.print(table)
     for text, where in advice.items():
-        console.print(f"[bold]{'; '.join(where)}[/]: {text}", soft_wrap=True)
+        console.print(f"[bold]{escape('; '.join(where))}[/]: {escape(text)}", soft_wrap=True)
     if out is not None:
         paths = write_report(out, "verify", report.to_dict(), report.to_markdown() + "\n")
-        console.print(f"report: {paths['json']}")
+        console.print(f"report: {paths['json']}", markup=False, soft_wrap=True)
     if report.differs:
         raise typer.Exit(1)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from longrope.errors import LongRopeError
@@ -46,7 +47,7 @@ def extend_command(
             f"{rerun_command(drop=('--no-resume',))}")
     with output_lock(out), on_interrupt(hint):
         final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan, device=device)
-    console.print(f"final spec: {final}")
+    console.print(f"final spec: {final}", markup=False, soft_wrap=True)  # a path may hold brackets
 
 
 def demo_command(
@@ -89,7 +90,8 @@ def demo_command(
         out_console = Console(width=160)
     out_console.print(demo_table(result))
     out_console.print(f"written to {result.out_dir}/ (demo.md, demo.json, ppl/ppl.png, search/convergence.png); "
-                      f"times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()))
+                      f"times: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items()),
+                      markup=False, soft_wrap=True)
 
 
 def register_extend(app: typer.Typer) -> None:
@@ -119,7 +121,7 @@ def metrics_table(path: Path) -> Table:
     marker = tiny_metrics(path)
     metrics = marker["metrics"]
     window = marker["config"]["window"]
-    table = Table(title=f"tiny model {marker['config']['name']}", show_header=True)
+    table = Table(title=escape(f"tiny model {marker['config']['name']}"), show_header=True)
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("parameters", f"{marker['parameters'] / 1e6:.2f}M")
@@ -168,7 +170,7 @@ def train(
     path = (
         train_tiny(config, tiny_path(config), progress=True) if force else ensure_tiny(config, progress=True)
     )
-    console.print(f"model directory: {path}")
+    console.print(f"model directory: {path}", markup=False, soft_wrap=True)
     console.print(metrics_table(path))
 
 
@@ -187,5 +189,5 @@ def info(
         path = tiny_path(_config(test_size, steps))
         if not is_complete(path):
             raise LongRopeError(f"the tiny model is not built yet ({path}); run: longrope tiny train")
-    console.print(f"model directory: {path}")
+    console.print(f"model directory: {path}", markup=False, soft_wrap=True)
     console.print(metrics_table(path))

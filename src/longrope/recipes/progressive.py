@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from longrope.atomic import atomic_write_text
 from longrope.errors import LongRopeError
@@ -72,16 +73,15 @@ class PipelineContext:
         """Tokenizer and rotary geometry of the current model without loading its weights."""
         from transformers import AutoConfig, AutoTokenizer
 
+        from longrope.models.files import load_errors
         from longrope.models.loading import resolve_model_path
         from longrope.rope import RopeGeometry
 
         source, gguf = resolve_model_path(self.model)
         kwargs = {"gguf_file": gguf} if gguf else {}
-        try:
+        with load_errors(self.model, source):
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             config = AutoConfig.from_pretrained(source, **kwargs)
-        except OSError as exc:
-            raise LongRopeError(f"cannot load model {self.model!r}: {exc}") from None
         config = getattr(config, "get_text_config", lambda: config)()
         return tokenizer, RopeGeometry.from_config(config)
 
@@ -362,8 +362,8 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
                 )
             missing = _missing_output(out_dir / stage.name, marker)
             if missing is not None:  # the stage (and so every later one) runs again and writes it anew
-                console.print(f"[yellow]{stage.name}: its DONE marker names {missing}, which does not exist; "
-                              "running the stage again[/]")
+                console.print(f"[yellow]{escape(stage.name)}: its DONE marker names {escape(str(missing))}, which "
+                              "does not exist; running the stage again[/]", soft_wrap=True)
                 pending.append(stage)
                 continue
             done_markers[stage.index] = marker
@@ -379,12 +379,13 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
             marker = done_markers[stage.index]
             ctx.absorb(stage, stage_dir, marker["outputs"])
             summary["stages"][stage.name] = {"skipped": True, "seconds": marker.get("seconds")}
-            console.print(f"[dim]{stage.name}: done already, skipped[/]")
+            console.print(f"[dim]{escape(stage.name)}: done already, skipped[/]")
             continue
         if not checked:
             preflight(ctx, pending)
             checked = True
-        console.print(f"[bold]{stage.name}[/]: {stage.kind} {json.dumps(stage.settings, default=str)}")
+        console.print(f"[bold]{escape(stage.name)}[/]: {stage.kind} {escape(json.dumps(stage.settings, default=str))}",
+                      soft_wrap=True)  # the settings hold the plan's paths and strings: text, not markup
         stage_dir.mkdir(parents=True, exist_ok=True)
         stage_started = time.perf_counter()
         outputs = STAGE_RUNNERS[stage.kind](stage, ctx, stage_dir, progress)
@@ -393,7 +394,7 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
                                               "outputs": outputs, "seconds": seconds})
         ctx.absorb(stage, stage_dir, outputs)
         summary["stages"][stage.name] = {"skipped": False, "seconds": seconds, "outputs": outputs}
-        console.print(f"{stage.name}: done in {seconds:.0f} s")
+        console.print(f"{stage.name}: done in {seconds:.0f} s", markup=False)
     if ctx.spec is not None and not ctx.spec.is_file():  # never report a final spec that is not there
         raise LongRopeError(f"the final spec {ctx.spec} does not exist; delete the stage that made it and re-run")
     summary["seconds_this_run"] = round(time.perf_counter() - started, 1)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 
 from longrope.atomic import atomic_dir, atomic_file, sweep_stale
 from longrope.data.corpus import Corpus, Document, StdlibCorpus
@@ -202,7 +203,7 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
     console = Console(stderr=True, quiet=not progress)
     started = time.perf_counter()
 
-    console.print(f"[bold]tiny model {config.name}[/]: training a {config.vocab_size}-token BPE tokenizer")
+    console.print(f"[bold]tiny model {escape(config.name)}[/]: training a {config.vocab_size}-token BPE tokenizer")
     corpus = StdlibCorpus("train")
     documents = _train_documents(config, corpus)
     tokenizer = train_tokenizer([d.text for d in documents], config.vocab_size)
@@ -279,7 +280,7 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
     }
     _save(out_dir, model, tokenizer, documents, marker)
     checkpoint.unlink(missing_ok=True)
-    console.print(f"saved to {out_dir}")
+    console.print(f"saved to {out_dir}", markup=False, soft_wrap=True)  # a path may hold brackets
     return out_dir
 
 
@@ -306,14 +307,14 @@ def _resume(path: Path, config: TinyConfig, trainables: dict, generator: torch.G
     try:
         state = torch.load(path, weights_only=False)
         if state["config"] != config.to_json():
-            console.print(f"ignoring {path}: it belongs to another configuration")
+            console.print(f"ignoring {path}: it belongs to another configuration", markup=False, soft_wrap=True)
             return 0, [], 0.0
         for name, obj in trainables.items():
             obj.load_state_dict(state[name])
         generator.set_state(state["generator"])
         rng.setstate(state["rng"])
     except Exception as exc:  # a damaged checkpoint costs the time it saved, never the build
-        console.print(f"ignoring unreadable checkpoint {path} ({type(exc).__name__})")
+        console.print(f"ignoring unreadable checkpoint {path} ({type(exc).__name__})", markup=False, soft_wrap=True)
         return 0, [], 0.0
     console.print(f"resuming an interrupted build at step {state['step']}/{config.train_steps}")
     return state["step"], state["losses"], state["seconds"]

@@ -213,15 +213,18 @@ def _run_search(model, long_spec, spec, config, out, resume, progress, device) -
             result = search(loaded, tokenizer, config, out, resume=resume, progress=show, comm=comm)
         if comm.is_main:
             seeds = ", ".join(f"{name} {math.exp(v):.3f}" for name, v in result.seeds.items())
-            console.print(f"[bold]best perplexity[/] {result.perplexity:.3f}  (seeds: {seeds})")
+            console.print(f"[bold]best perplexity[/] {result.perplexity:.3f}  (seeds: {escape(seeds)})")
             if result.front is not None:
                 marks = ", ".join(f"{name} {math.exp(a):.3f} / {math.exp(b):.3f}"
                                   for name, (a, b) in (result.baselines or {}).items())
                 console.print(f"[bold]shipped[/] ppl {result.perplexity:.3f}, needle ppl {result.needle_perplexity:.3f}"
                               f" of a front of {len(result.front)}: {escape(result.selection)}")
-                console.print(f"baselines (ppl / needle ppl): {marks}")
-                console.print(f"front: {result.front_path}  front plot: {result.front_plot_path}", markup=False)
-            console.print(f"spec: {result.spec_path}  plot: {result.plot_path}  log: {result.log_path}")
+                console.print(f"baselines (ppl / needle ppl): {escape(marks)}")
+                console.print(f"front: {result.front_path}  front plot: {result.front_plot_path}", markup=False,
+                              soft_wrap=True)
+            # Paths as text, on one line: brackets in them are not markup, and a copied path is whole.
+            console.print(f"spec: {result.spec_path}  plot: {result.plot_path}  log: {result.log_path}",
+                          markup=False, soft_wrap=True)
     finally:
         shutdown()
 

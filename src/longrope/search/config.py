@@ -6,9 +6,11 @@ It imports nothing else of `longrope.search`, so every module of the search can 
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 from longrope.errors import LongRopeError
+from longrope.schema import field_types, problem
 from longrope.validation import check_number
 
 OBJECTIVES = ("ppl", "ppl+needle")
@@ -85,7 +87,11 @@ class SearchConfig:
     chunk: int = 1024
 
     def validate(self) -> None:
-        """Raise `LongRopeError` for settings no model can make work; needs no model, so callers check early."""
+        """Raise `LongRopeError` for settings no model can make work; needs no model, so callers check early.
+
+        First each field's type (`longrope.schema`, as a ``--config`` file or a plan is checked): from Python too,
+        ``racing="false"`` or ``generations=2.5`` is refused rather than read as true or cut to 2."""
+        self._check_types()
         if self.factor is None and self.target_length is None:
             raise LongRopeError("give the scale factor s or the target length")
         check_number("factor", self.factor)
@@ -143,6 +149,19 @@ class SearchConfig:
         if self.factor is not None and self.target_length is not None:
             raise LongRopeError(f"give the scale once: factor ({self.factor:g}, --factor) or target_length "
                                 f"({self.target_length}, --length), not both")
+
+    def _check_types(self) -> None:
+        import torch
+
+        for name, hint in field_types(SearchConfig).items():
+            value = getattr(self, name)
+            if name in ("corpus", "factor_file") and isinstance(value, os.PathLike):
+                continue  # a path object where the file formats give its string
+            if name == "dtype" and isinstance(value, torch.dtype):
+                continue
+            found = problem(value, hint, name)
+            if found:
+                raise LongRopeError(found)
 
     def target(self, original_window: int) -> tuple[float, int]:
         """(s, L') for a model whose original window is L."""

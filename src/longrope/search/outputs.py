@@ -244,7 +244,7 @@ def write_outputs(
     console.print(
         f"best ppl {result.perplexity:.3f} (fitness {result.fitness:.4f}){needle} after {result.evaluations} "
         f"evaluations, {result.forward_tokens:,} forward tokens, {result.seconds:.0f} s; spec: {result.spec_path}",
-        markup=False,  # a path may hold brackets
+        markup=False, soft_wrap=True,  # a path may hold brackets; one line, whole
     )
 
 

@@ -94,7 +94,7 @@ def finetune_command(
         if is_preset_name(str(spec)):
             check_preset_fits(str(spec), model_geometry(loaded))
         path = finetune(loaded, tokenizer, scaling, config, out, resume=resume, progress=progress)
-    console.print(f"fine-tuned model: {path}")
+    console.print(f"fine-tuned model: {path}", markup=False, soft_wrap=True)  # a path may hold brackets
 
 
 def register(app: typer.Typer) -> None:
