@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -314,7 +315,9 @@ def plan_cases():
     non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
     return st.sampled_from(numeric).flatmap(lambda c: st.tuples(
         st.just(c[0]), st.just(c[1]),
-        st.integers(max_value=-1) | non_finite if c[2] is int else st.floats(max_value=0) | non_finite))
+        st.integers(max_value=-1) | non_finite if c[2] is int
+        # 0.0 is a valid fraction (retrieval_fraction = 0: no retrieval windows), so floats are strictly negative
+        else st.floats(max_value=0, exclude_max=True) | non_finite))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -325,7 +328,7 @@ def test_a_plan_with_any_bad_number_is_refused_before_the_first_stage(tmp_path, 
     plan["stages"][index][key] = bad
     path = tmp_path / "plan.toml"
     path.write_text(_plan_toml(plan))
-    out = tmp_path / "never-written"
+    out = tmp_path / f"never-written-{uuid.uuid4().hex}"  # tmp_path is shared by every example hypothesis draws
     code, err = run("extend", path, "--out", out)
     assert_refused(code, err, key)
     assert f"stages[{index}]" in err, err
