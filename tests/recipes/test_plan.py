@@ -62,6 +62,10 @@ def test_the_shipped_tiny_plan_is_valid():
          r"stages\[5\].*only evaluate stages can follow the export stage stages\[4\]"),
         (lambda d: d["stages"][3].update(length=512), r"stages\[3\]\.length.*original window"),
         (lambda d: d.update(extra=1), r"unknown top-level field.*extra"),
+        (lambda d: d["stages"][1].update(mixed=True, mixed_short_share="0.2"),
+         r"stages\[1\]\.mixed_short_share is '0\.2' \(a string\); expected a finite number"),
+        (lambda d: d["stages"][1].update(mixed=True, mixed_short_share=1.5),
+         r"stages\[1\] \(finetune\): fine-tune: mixed_short_share must be a number between 0 and 1"),
     ],
 )
 def test_bad_plans_are_errors_that_name_the_field(edit, message):
@@ -72,6 +76,14 @@ def test_bad_plans_are_errors_that_name_the_field(edit, message):
 def test_finetune_first_is_fine_with_its_own_spec():
     plan = parse_plan(plan_with(lambda d: (d["stages"].pop(0), d["stages"][0].update(spec="pi.json"))))
     assert plan.stages[0].kind == "finetune"
+
+
+def test_a_finetune_stage_takes_the_share_of_short_tokens_of_mixed_training():
+    from longrope.train.config import FinetuneConfig
+
+    plan = parse_plan(plan_with(lambda d: d["stages"][1].update(mixed=True, mixed_short_share=0.2)))
+    config = FinetuneConfig.from_dict(plan.stages[1].settings)  # what run_finetune builds (plus corpus and seed)
+    assert config.mixed and config.mixed_short_share == 0.2
 
 
 def test_plan_file_errors(tmp_path):

@@ -262,3 +262,27 @@ def test_an_interrupted_mixed_run_resumes_to_the_same_weights(tiny_model_dir, ca
     finetune(model, tokenizer, spec, config, tmp_path / "killed", resume=True, progress=False)  # steps 2, 3: S L, S L
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, straight[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_the_cli_option_reaches_the_config(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from longrope.cli import app
+    from longrope.rope import save_spec
+
+    captured = {}
+
+    def fake_finetune(model, tokenizer, spec, config, out, resume=False, progress=True):
+        captured["config"] = config
+        return out / "model"
+
+    monkeypatch.setattr(finetune_module, "finetune", fake_finetune)
+    monkeypatch.setattr("longrope.models.loading.load_model", lambda name, dtype="float32", device="cpu": (None, None))
+    save_spec(LinearSpec(factor=4.0), tmp_path / "spec.json")
+    args = ["finetune", "--spec", str(tmp_path / "spec.json"), "--length", "256", "--steps", "2", "--out",
+            str(tmp_path / "o"), "--no-progress", "--mixed"]
+    result = CliRunner().invoke(app, args + ["--mixed-short-share", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert (captured["config"].mixed, captured["config"].mixed_short_share) == (True, 0.1)
+    result = CliRunner().invoke(app, args + ["--mixed-short-share", "1"])
+    assert isinstance(result.exception, LongRopeError) and "mixed_short_share" in str(result.exception)
