@@ -69,6 +69,9 @@ def test_the_share_is_validated_and_fingerprinted_only_for_mixed_runs():
     mixed = FinetuneConfig(length=8, steps=1, mixed=True)
     assert mixed.fingerprint() != FinetuneConfig(length=8, steps=1, mixed=True, mixed_short_share=0.1).fingerprint()
     assert FinetuneConfig.from_dict(mixed.to_dict()) == mixed
+    with pytest.raises(LongRopeError, match="short_documents must be one of whole, cut"):
+        FinetuneConfig(length=8, steps=1, mixed=True, short_documents="all")
+    assert plain.fingerprint() == FinetuneConfig(length=8, steps=1, short_documents="cut").fingerprint()
 
 
 # ------------------------------------------------------------------------------------ packed short documents
@@ -105,6 +108,18 @@ def test_packed_short_documents_get_position_ids_that_restart_at_each_one(short_
     assert bool(((positions.diff(dim=1) == 1) | restarts[:, 1:]).all())
     again_ids, again_positions = data.batch(range(6, 12), positions=True)  # later indices alone: the same
     assert torch.equal(again_ids, ids[6:]) and torch.equal(again_positions, positions[6:])
+
+
+def test_cut_documents_are_pieces_of_at_most_the_window(train_corpus_dir, tiny):
+    _, tokenizer = tiny
+    corpus = TextFilesCorpus(train_corpus_dir)  # long files only
+    cut = PackedSequences(corpus, tokenizer, 100, seed=1, min_tokens=2, piece=64)
+    ids, positions = cut.batch(range(20), positions=True)
+    assert torch.equal(ids, PackedSequences(corpus, tokenizer, 100, seed=1, min_tokens=2).batch(range(20)))
+    assert int(positions.max()) == 63  # every piece inside the window ...
+    restarts = positions[:, 1:] == 0
+    assert bool((restarts & (ids[:, 1:] != tokenizer.bos_token_id)).any())  # ... cut inside the documents
+    assert bool(((positions.diff(dim=1) == 1) | restarts).all())
 
 
 def test_short_retrieval_windows_are_documents_of_at_most_the_window(short_corpus, tiny):
@@ -156,6 +171,21 @@ def test_a_packed_sequence_scores_each_document_as_if_it_were_alone(attention, s
         # The test can fail: one document of 64 tokens scores its later tokens differently.
         plain = _per_token_nll(model, ids)
         assert (plain[0, 20:] - packed[0, 20:]).abs().max() > 1e-3
+
+
+def test_a_short_pool_read_many_times_over_is_a_warning():
+    from types import SimpleNamespace
+
+    pool = SimpleNamespace(total_tokens=18_000, doc_ids=["d"] * 196)
+    config = FinetuneConfig(length=1024, steps=160, batch_size=4, mixed=True, mixed_short_share=0.3)
+    with pytest.warns(UserWarning, match="196 documents.*11 times over; short_documents = 'cut'"):
+        finetune_module._warn_if_repeated(config, pool, 256)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        finetune_module._warn_if_repeated(FinetuneConfig(**{**config.to_dict(), "short_documents": "cut"}), pool, 256)
+        finetune_module._warn_if_repeated(FinetuneConfig(**{**config.to_dict(), "steps": 20}), pool, 256)
 
 
 def test_a_packed_batch_needs_its_positions():
@@ -223,8 +253,8 @@ def test_a_longrope_spec_trains_its_short_regime_on_the_short_documents(tiny, mi
         return result
 
     monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward", spy)
-    finetune(model, tokenizer, spec, _config(mixed_corpus, steps=2, mixed_short_share=0.5), tmp_path / "lr",
-             progress=False)
+    config = _config(mixed_corpus, steps=2, mixed_short_share=0.5, short_documents="cut")
+    finetune(model, tokenizer, spec, config, tmp_path / "lr", progress=False)
     assert [packed for packed, _ in seen] == [False, True, False, True]
     for packed, length in seen:  # the short factors inside the window, the long ones beyond it
         assert (length <= 64) if packed else (length == 128)
@@ -254,10 +284,6 @@ def test_an_interrupted_mixed_run_resumes_to_the_same_weights(tiny_model_dir, ca
         finetune(model, tokenizer, spec, config, tmp_path / "killed", progress=False)
     assert latest_checkpoint(tmp_path / "killed").name == "step-000001"
     monkeypatch.undo()
-    with pytest.raises(LongRopeError, match="different config"):  # another share is another run
-        finetune(model, tokenizer, spec, _config(mixed_corpus, save_every=1, retrieval_fraction=0.5,
-                                                 mixed_short_share=0.3), tmp_path / "killed", resume=True,
-                 progress=False)
     model, tokenizer = load_model(str(tiny_model_dir))
     finetune(model, tokenizer, spec, config, tmp_path / "killed", resume=True, progress=False)  # steps 2, 3: S L, S L
     for name, value in model.state_dict().items():

@@ -21,6 +21,7 @@ from longrope.errors import LongRopeError
 from longrope.train.pose import check_pose
 
 SCHEDULES = {"linear": 2e-5, "constant": 1e-6}
+SHORT_DOCUMENTS = ("whole", "cut")
 MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
 
 
@@ -41,6 +42,11 @@ class FinetuneConfig:
         0.3, the top of LongRoPE2's range (1:9 to 3:7 short to long): the short part is what keeps the model
         good inside its original window, which the built-in model's plan lost most (issue 30). Ignored without
         ``mixed``.
+    short_documents: with ``mixed``, what the short sequences are packed from: ``whole`` (LongRoPE2's) the
+        documents of at most the original window, each whole; ``cut`` every document, cut into pieces of at
+        most the window, each piece a document of its own (positions restart, attention masked at the cut): the
+        windows a model is pre-trained on, for a corpus with few short documents (the stdlib's train split has
+        196 of at most 256 tokens, 18k tokens in all, which a short part of 200k tokens would read 11 times).
     corpus: training documents (``longrope.data.corpus.get_corpus``), train split.
     save_every: write a resumable checkpoint every N optimizer steps (0: only at the end).
     keep_checkpoints: how many recent checkpoints to keep on disk.
@@ -66,6 +72,7 @@ class FinetuneConfig:
     accum: int = 1
     mixed: bool = False
     mixed_short_share: float = 0.3
+    short_documents: str = "whole"
     short_length: int | None = None
     corpus: str = "stdlib"
     seed: int = 0
@@ -101,7 +108,7 @@ class FinetuneConfig:
         for name in ("mixed", "gradient_checkpointing", "pose"):  # "false" would be true
             if not isinstance(getattr(self, name), bool):
                 raise LongRopeError(f"fine-tune: {name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("schedule", "mixed_precision", "corpus"):
+        for name in ("schedule", "mixed_precision", "corpus", "short_documents"):
             if not isinstance(getattr(self, name), str):
                 raise LongRopeError(f"fine-tune: {name} must be a string, got {getattr(self, name)!r}")
         for name in ("weight_decay", "max_grad_norm"):  # NaN slips through a plain `< 0`
@@ -127,6 +134,9 @@ class FinetuneConfig:
                 f"fine-tune: mixed_short_share must be a number between 0 and 1 (the share of short tokens; "
                 f"LongRoPE2 uses 0.1 to 0.3), got {share!r}"
             )
+        if self.short_documents not in SHORT_DOCUMENTS:
+            raise LongRopeError(f"fine-tune: short_documents must be one of {', '.join(SHORT_DOCUMENTS)}, got "
+                                f"{self.short_documents!r}")
         fraction = self.retrieval_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise LongRopeError(f"fine-tune: retrieval_fraction must be a number in [0, 1], got {fraction!r}")
@@ -184,4 +194,5 @@ class FinetuneConfig:
             data.pop("retrieval_fraction")
         if not self.mixed:  # the share means nothing then, and runs before it existed still resume
             data.pop("mixed_short_share")
+            data.pop("short_documents")
         return json.dumps(data, sort_keys=True)

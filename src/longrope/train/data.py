@@ -29,16 +29,18 @@ from longrope.errors import LongRopeError
 class PackedSequences:
     """Sequences of ``length`` tokens packed from the documents whose token count is in [min_tokens, max_tokens].
 
-    ``sequence(k)`` returns the k-th sequence (1-D long tensor); ``batch(indices)`` stacks several. Documents
-    are tokenised lazily, only as far as the stream has been read.
+    ``batch(indices)`` stacks the sequences ``indices``. Documents are tokenised lazily, only as far as the
+    stream has been read. ``piece``: in the document position ids, a document longer than ``piece`` tokens is
+    pieces of ``piece`` tokens, each read as a document of its own (so no position reaches ``piece``).
     """
 
     def __init__(self, corpus: Corpus, tokenizer, length: int, seed: int = 0, min_tokens: int = 1,
-                 max_tokens: int | None = None, what: str = "training"):
+                 max_tokens: int | None = None, what: str = "training", piece: int | None = None):
         self.corpus = corpus
         self.tokenizer = tokenizer
         self.length = int(length)
         self.seed = seed
+        self.piece = piece
         lengths = document_lengths(corpus, tokenizer, add_bos=True)
         eos = 1 if tokenizer.eos_token_id is not None else 0
         pool = {doc_id: n + eos for doc_id, n in lengths.items()
@@ -90,7 +92,7 @@ class PackedSequences:
         starts = [self._starts]
         for doc_id in needed:
             first = torch.zeros(len(encoded[doc_id]), dtype=torch.bool)
-            first[0] = True
+            first[:: self.piece or len(first)] = True
             starts.append(first)
         self._stream = torch.cat(pieces)
         self._starts = torch.cat(starts)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -318,13 +319,27 @@ def _datasets(config: FinetuneConfig, tokenizer, window: int):
     short_data = None
     if config.mixed:
         eos = 1 if tokenizer.eos_token_id is not None else 0  # BOS doc EOS must fit in the window
+        whole = config.short_documents == "whole"
         short_data = PackedSequences(corpus, tokenizer, short_length, seed=config.seed + 1, min_tokens=2,
-                                     max_tokens=window - eos, what="mixed training (short documents)")
+                                     max_tokens=window - eos if whole else None, piece=window,
+                                     what="mixed training (short documents)")
+        _warn_if_repeated(config, short_data, short_length)
         if config.retrieval_fraction:
             names = long_data.names if isinstance(long_data, RetrievalMixed) else None
             short_data = RetrievalMixed(short_data, config.retrieval_fraction, seed=config.seed + 1,
                                         piece=window, names=names)
     return long_data, short_data, _MicroPlan.of(config, short_length)
+
+
+def _warn_if_repeated(config: FinetuneConfig, short_data: PackedSequences, short_length: int) -> None:
+    """Warn when the short part would read its documents more than 4 times over (a small pool memorised)."""
+    plan = _MicroPlan.of(config, short_length)
+    tokens = float(plan.short_p) * config.steps * config.accum * plan.short_rows * short_length
+    if config.short_documents == "whole" and tokens > 4 * short_data.total_tokens:
+        warnings.warn(
+            f"mixed training: the short part reads {tokens:.0f} tokens from {len(short_data.doc_ids)} documents of "
+            f"at most the original window ({short_data.total_tokens} tokens), {tokens / short_data.total_tokens:.0f} "
+            "times over; short_documents = 'cut' packs pieces of every document instead", stacklevel=3)
 
 
 def _prepare_model(model: nn.Module, config: FinetuneConfig, spec: RopeSpec) -> None:
