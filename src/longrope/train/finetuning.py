@@ -301,9 +301,10 @@ def _check_finished(model: nn.Module, spec: RopeSpec, config: FinetuneConfig, ou
 
 
 def _datasets(config: FinetuneConfig, tokenizer, window: int):
-    """The long training sequences and, for mixed training, the short ones: documents of at most the original
-    window packed into ``short_length`` tokens (their position ids restart per document), with the same share of
-    retrieval windows (at most ``window`` tokens each) as the long ones."""
+    """The long training sequences; for mixed training the short ones, documents of at most the original window
+    (or, with ``short_documents = "cut"``, window-sized pieces of every document) packed into ``short_length``
+    tokens, their position ids restarting per document, with the same share of retrieval windows (at most
+    ``window`` tokens each) as the long ones; and the micro-batch plan."""
     short_length = config.short_length or window
     long_length = config.target_length if config.pose else config.length  # what a long sequence stands for
     if config.mixed and short_length >= long_length:
@@ -373,9 +374,9 @@ def _setup(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig, 
 
     window = rotary.model_geometry(model).original_window
     spec = spec.with_window(window)
-    long_data, short_data, plan = _datasets(config, tokenizer, window)
     if config.mixed:
         _check_packing(model)
+    long_data, short_data, plan = _datasets(config, tokenizer, window)
 
     # The model's device decides (a notebook's model stays where it was put; the CLI puts it on --device).
     device = next(model.parameters()).device
