@@ -188,6 +188,15 @@ def test_a_short_pool_read_many_times_over_is_a_warning():
         finetune_module._warn_if_repeated(FinetuneConfig(**{**config.to_dict(), "steps": 20}), pool, 256)
 
 
+def test_an_attention_that_cannot_mask_packed_documents_is_refused():
+    from types import SimpleNamespace
+
+    for name in ("eager", "sdpa", "flash_attention_2", "flex_attention"):
+        finetune_module._check_packing(SimpleNamespace(config=SimpleNamespace(_attn_implementation=name)))
+    with pytest.raises(LongRopeError, match="'my_kernel' does not do"):
+        finetune_module._check_packing(SimpleNamespace(config=SimpleNamespace(_attn_implementation="my_kernel")))
+
+
 def test_a_packed_batch_needs_its_positions():
     model = tiny_model("llama", window=64)
     with pytest.raises(LongRopeError, match="position ids"):

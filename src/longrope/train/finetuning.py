@@ -404,8 +404,8 @@ def _setup(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig, 
 
 def _check_packing(model: nn.Module) -> None:
     """Raise unless the model's attention masks packed documents apart from their position ids alone: transformers
-    does so for the attention functions that have a mask function (eager, SDPA, flex, and ours) and for flash
-    attention, which reads the ids itself; any other would silently attend across the short documents."""
+    does so for the attention functions that have a mask function (eager, SDPA, flex, ours once registered) and
+    for flash attention, which reads the ids itself; any other would silently attend across the short documents."""
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
     name = getattr(model.config, "_attn_implementation", None) or "eager"
