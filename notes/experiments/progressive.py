@@ -5,7 +5,14 @@ validation split, fine-tuning the train split; every figure is on the test split
 20 passkey trials with the `code` template, evaluation seed 7, which no search or fine-tune uses).
 Resumable: re-running skips finished stages and comparisons.
 
-    python notes/experiments/progressive.py OUT [VARIANT ...]      # variants: shipped, plain, pose, mixed
+    python notes/experiments/progressive.py OUT [VARIANT ...]      # variants: shipped, plain, pose, mixed,
+                                                                   # mixed10, mixed20, mixed30, mixed30-whole
+
+Issue 30 (the share of short tokens in LongRoPE2's mixed context-window training): ``mixed10``/``20``/``30`` are
+the shipped plan (with its retrieval mixture, in both parts) with ``mixed = true``, that share of short tokens and
+``short_documents = "cut"`` (every train document cut into pieces of at most 256 tokens: the stdlib has only 18k
+tokens of documents that fit whole); ``mixed30-whole`` packs only whole short documents (LongRoPE2's own rule).
+YaRN is fine-tuned with exactly the variant's stage-2 settings (mixed included): the same budget and data.
 """
 
 import json
@@ -25,7 +32,6 @@ EVAL = {"docs": 20, "trials": 20, "seed": 7}
 SHIPPED = default_plan_path().read_text()
 RETRIEVAL = next(line for line in SHIPPED.splitlines(keepends=True) if line.startswith("retrieval_fraction"))
 PLAIN = SHIPPED.replace(RETRIEVAL, "")  # the plan as first measured: plain train-split code only
-SHIPPED_RETRIEVAL = tomllib.loads(RETRIEVAL)["retrieval_fraction"]  # the plan's value, for the baselines too
 FINETUNE = 'batch_size = 4\n'  # the fine-tuning stage's line that the variants replace
 VARIANTS = {
     # The shipped plan: 35% of the fine-tuning sequences are retrieval windows (the model's pre-training mixture).
@@ -35,24 +41,30 @@ VARIANTS = {
     "pose": PLAIN.replace(FINETUNE, 'batch_size = 16\npose = true\ntarget_length = 1024\n', 1)
                  .replace("length = 1024\n", "length = 256\n", 1),
     # LongRoPE2's mixed context-window training: short documents with the original RoPE between long batches.
-    "mixed": PLAIN.replace(FINETUNE, 'batch_size = 4\nmixed = true\n', 1),
+    "mixed": PLAIN.replace(FINETUNE, 'batch_size = 4\nmixed = true\nmixed_short_share = 0.5\n', 1),
+    # ... as the paper mixes it (1:9 to 3:7 short to long tokens), on the shipped plan's data.
+    **{f"mixed{round(100 * share)}{suffix}": SHIPPED.replace(
+        FINETUNE, f'batch_size = 4\nmixed = true\nmixed_short_share = {share}\nshort_documents = "{documents}"\n', 1)
+       for share, documents, suffix in ((0.1, "cut", ""), (0.2, "cut", ""), (0.3, "cut", ""),
+                                        (0.3, "whole", "-whole"))},
 }
 # Baselines fine-tuned with the same data as a variant's stage 2.
-BASELINES = {"plain": ("pi", "yarn"), "shipped": ("yarn",)}
+BASELINES = {"plain": ("pi", "yarn"), "shipped": ("yarn",),
+             **{name: ("yarn",) for name in VARIANTS if name.startswith("mixed") and name != "mixed"}}
 
 
 def baseline_finetunes(out: Path, variant: str) -> dict[str, Path]:
     """PI and YaRN at 4x fine-tuned with the variant's stage-2 settings (the same budget and data)."""
     dirs = {}
     specs = {"pi": LinearSpec(factor=4.0), "yarn": YarnSpec(factor=4.0)}
-    extra = {"retrieval_fraction": SHIPPED_RETRIEVAL} if variant == "shipped" else {}
+    stage = next(s for s in tomllib.loads(VARIANTS[variant])["stages"] if s["kind"] == "finetune")
+    settings = {k: v for k, v in stage.items() if k != "kind"}
     for name in BASELINES.get(variant, ()):
         target = out / f"{name}-ft-{variant}"
         if not (target / "model").is_dir():
             start = time.perf_counter()
             model, tokenizer = load_model("tiny", dtype="float32")
-            config = FinetuneConfig(length=1024, steps=160, batch_size=4, schedule="linear", lr=5e-4,
-                                    warmup_steps=10, save_every=40, **extra)
+            config = FinetuneConfig(**settings)
             finetune(model, tokenizer, specs[name], config, target, resume=True)
             print(f"{name} fine-tune ({variant}): {time.perf_counter() - start:.0f} s", flush=True)
         dirs[name] = target

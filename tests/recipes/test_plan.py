@@ -62,6 +62,10 @@ def test_the_shipped_tiny_plan_is_valid():
          r"stages\[5\].*only evaluate stages can follow the export stage stages\[4\]"),
         (lambda d: d["stages"][3].update(length=512), r"stages\[3\]\.length.*original window"),
         (lambda d: d.update(extra=1), r"unknown top-level field.*extra"),
+        (lambda d: d["stages"][1].update(mixed=True, mixed_short_share="0.2"),
+         r"stages\[1\]\.mixed_short_share is '0\.2' \(a string\); expected a finite number"),
+        (lambda d: d["stages"][1].update(mixed=True, mixed_short_share=1.5),
+         r"stages\[1\] \(finetune\): fine-tune: mixed_short_share must be a number between 0 and 1"),
     ],
 )
 def test_bad_plans_are_errors_that_name_the_field(edit, message):
@@ -72,6 +76,14 @@ def test_bad_plans_are_errors_that_name_the_field(edit, message):
 def test_finetune_first_is_fine_with_its_own_spec():
     plan = parse_plan(plan_with(lambda d: (d["stages"].pop(0), d["stages"][0].update(spec="pi.json"))))
     assert plan.stages[0].kind == "finetune"
+
+
+def test_a_finetune_stage_takes_the_share_of_short_tokens_of_mixed_training():
+    from longrope.train.config import FinetuneConfig
+
+    plan = parse_plan(plan_with(lambda d: d["stages"][1].update(mixed=True, mixed_short_share=0.2)))
+    config = FinetuneConfig.from_dict(plan.stages[1].settings)  # what run_finetune builds (plus corpus and seed)
+    assert config.mixed and config.mixed_short_share == 0.2
 
 
 def test_plan_file_errors(tmp_path):
@@ -262,6 +274,24 @@ def test_the_comparison_loads_each_model_once_and_keeps_the_rows_order(fakes, tm
     assert sorted(loads) == sorted(set(loads)) == sorted({model for model, _ in rows.values()})  # ... each model once
     assert all(rows[name][0] == model for name, model in evaluated)  # every row on its own model
     assert json.loads((out / "comparison.json").read_text())["rows"] == results
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the plot, beside the table
+
+
+def test_the_plot_shows_the_plan_and_yarn_after_fine_tuning(tmp_path):
+    from longrope.recipes.compare import plot_comparison, plotted_rows
+
+    names = ["(a) LongRoPE search 4x, no fine-tuning", "(b) LongRoPE 4x + fine-tune", "(c) + second search 16x",
+             "(d) + short factors", "PI 4x, no fine-tuning", "PI 4x + fine-tune", "PI fine-tune, then PI 16x",
+             "YaRN 4x, no fine-tuning", "YaRN 4x + fine-tune", "YaRN fine-tune, then YaRN 16x",
+             "base model, own RoPE"]
+    assert plotted_rows(names) == ["(c) + second search 16x", "(d) + short factors", "YaRN 4x + fine-tune",
+                                   "YaRN fine-tune, then YaRN 16x", "base model, own RoPE"]
+    lengths = [64, 256, 1024]
+    rows = {name: {"ppl": {str(n): 10.0 + i + n / 100 for n in lengths},
+                   "passkey": {"64": None, "256": 0.5, "1024": 0.1 * i}} for i, name in enumerate(names)}
+    path = plot_comparison({"lengths": lengths, "rows": rows, "settings": {"docs": 2, "trials": 3}},
+                           tmp_path / "sub" / "comparison.png", window=64)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
 # ------------------------------------------------------------------------- scales, plan copy, DONE markers

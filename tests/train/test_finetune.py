@@ -124,14 +124,17 @@ def test_mixed_training_uses_the_original_rope_for_short_documents(tiny, train_c
     seen = []
     forward = finetune_module.ChunkedCausalLMLoss.forward
 
-    def spy(self, input_ids, position_ids=None):
-        seen.append((input_ids.shape[1], patch.current_spec(self.model)))
-        return forward(self, input_ids, position_ids)
+    def spy(self, input_ids, position_ids=None, packed=False):
+        seen.append((tuple(input_ids.shape), patch.current_spec(self.model)))
+        return forward(self, input_ids, position_ids, packed)
 
     monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward", spy)
-    config = _config(corpus, length=128, steps=2, accum=2, batch_size=1, mixed=True, warmup_steps=0)
+    config = _config(corpus, length=128, steps=2, accum=2, batch_size=1, mixed=True, mixed_short_share=0.5,
+                     warmup_steps=0)
     finetune(model, tokenizer, spec, config, tmp_path / "mixed", progress=False)
-    assert [(n, s is None) for n, s in seen] == [(128, False), (64, True), (128, False), (64, True)]
+    # A short micro-batch: 2 packed rows of the 64-token window, as many tokens as a long one (test_mixing.py).
+    assert [(n, s is None) for n, s in seen] == [((1, 128), False), ((2, 64), True), ((1, 128), False),
+                                                 ((2, 64), True)]
     assert patch.current_spec(model) == spec.with_window(64)
     log = [json.loads(line) for line in (tmp_path / "mixed" / "train_log.jsonl").read_text().splitlines()]
     assert {"loss_long", "loss_short"} <= set(log[-1])
@@ -140,7 +143,7 @@ def test_mixed_training_uses_the_original_rope_for_short_documents(tiny, train_c
 def test_out_of_memory_says_which_knob_to_turn(tiny, train_corpus_dir, tmp_path, monkeypatch):
     model, tokenizer = tiny
 
-    def oom(self, input_ids, position_ids=None):
+    def oom(self, input_ids, position_ids=None, packed=False):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward", oom)
@@ -149,7 +152,7 @@ def test_out_of_memory_says_which_knob_to_turn(tiny, train_corpus_dir, tmp_path,
                  progress=False)
 
     monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward",
-                        lambda self, ids, position_ids=None: (_ for _ in ()).throw(MemoryError()))
+                        lambda self, ids, position_ids=None, packed=False: (_ for _ in ()).throw(MemoryError()))
     with pytest.raises(LongRopeError, match="gradient checkpointing"):
         finetune(model, tokenizer, LinearSpec(factor=4.0),
                  _config(train_corpus_dir, gradient_checkpointing=False), tmp_path / "oom2", progress=False)
@@ -224,9 +227,9 @@ def test_finetune_trains_on_the_retrieval_mixture(tiny, train_corpus_dir, tmp_pa
     seen = []
     forward = finetune_module.ChunkedCausalLMLoss.forward
 
-    def spy(self, input_ids, position_ids=None):
+    def spy(self, input_ids, position_ids=None, packed=False):
         seen.append(input_ids.clone())
-        return forward(self, input_ids, position_ids)
+        return forward(self, input_ids, position_ids, packed)
 
     monkeypatch.setattr(finetune_module.ChunkedCausalLMLoss, "forward", spy)
     config = _config(train_corpus_dir, length=128, steps=4, batch_size=4, retrieval_fraction=1.0, warmup_steps=0)

@@ -19,6 +19,8 @@ A plan file::
     length = 1024                  # required
     steps = 150                    # required; other keys: FinetuneConfig fields (lr, schedule, mixed, ...)
     # pose = true                  # PoSE: `length` is then the short window, target_length = 4096 its target
+    # mixed = true                 # LongRoPE2 mixed context windows: packed short documents at the original
+    # mixed_short_share = 0.3      #   RoPE beside the long ones, this share of the tokens short
 
     [[stages]]
     kind = "search"                # second search, on the fine-tuned model; factor must grow

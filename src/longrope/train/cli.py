@@ -31,8 +31,15 @@ def finetune_command(
     warmup_steps: int = typer.Option(0, "--warmup-steps", "--warmup", help="Linear warm-up steps."),
     batch_size: int = typer.Option(1, "--batch-size", "--batch", help="Sequences per micro-batch (per process)."),
     accum: int = typer.Option(1, "--accum", help="Micro-batches per optimizer step (gradient accumulation)."),
-    mixed: bool = typer.Option(False, "--mixed", help="LongRoPE2 mixed context window training: alternate short "
-                               "documents with the original RoPE and long ones with the scaled RoPE."),
+    mixed: bool = typer.Option(False, "--mixed", help="LongRoPE2 mixed context-window training: short documents "
+                               "(at most the original window) packed with attention masked across them, at the "
+                               "original RoPE, beside the long sequences at the scaled RoPE."),
+    mixed_short_share: float = typer.Option(
+        0.3, "--mixed-short-share", help="With --mixed: the share of the training tokens that are short (LongRoPE2: "
+        "0.1 to 0.3)."),
+    short_documents: str = typer.Option(
+        "whole", "--short-documents", help="With --mixed: pack the short sequences from whole documents of at most "
+        "the original window (whole, LongRoPE2's) or from every document cut into such pieces (cut)."),
     pose: bool = typer.Option(False, "--pose", help="PoSE: train on --length windows whose position ids skip "
                               "through --target-length (needs it)."),
     target_length: int | None = typer.Option(None, "--target-length", help="PoSE's target length L' (> --length)."),
@@ -75,7 +82,8 @@ def finetune_command(
     from longrope.train.finetuning import finetune
 
     values = dict(length=length, steps=steps, schedule=schedule, lr=lr, warmup_steps=warmup_steps,
-                  batch_size=batch_size, accum=accum, mixed=mixed, pose=pose, target_length=target_length,
+                  batch_size=batch_size, accum=accum, mixed=mixed, mixed_short_share=mixed_short_share,
+                  short_documents=short_documents, pose=pose, target_length=target_length,
                   pose_chunks=pose_chunks, corpus=corpus, save_every=save_every, mixed_precision=mixed_precision,
                   gradient_checkpointing=gradient_checkpointing, seed=seed, retrieval_fraction=retrieval_fraction)
     values = with_config_file(ctx, config_file, values, FinetuneConfig)

@@ -21,6 +21,7 @@ from longrope.errors import LongRopeError
 from longrope.train.pose import check_pose
 
 SCHEDULES = {"linear": 2e-5, "constant": 1e-6}
+SHORT_DOCUMENTS = ("whole", "cut")
 MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
 
 
@@ -32,9 +33,20 @@ class FinetuneConfig:
     steps: optimizer steps (each ``batch_size * accum`` sequences per process).
     schedule / lr / warmup_steps: see the module docstring; ``lr=None`` takes the schedule's preset.
     batch_size: sequences per micro-batch; accum: micro-batches per optimizer step.
-    mixed: LongRoPE2 mixed context window training — micro-batches alternate between long packed sequences
-        with the scaled RoPE and short sequences (``short_length`` tokens, default the original window) packed
-        from short documents with the model's original RoPE.
+    mixed: LongRoPE2 mixed context-window training: besides the long sequences with the scaled RoPE, short
+        sequences (``short_length`` tokens, default the original window) packed from documents of at most the
+        original window, attention masked across documents and position ids restarting at 0 for each, trained
+        with the original RoPE (a LongRoPE spec's short regime: its short factors and attention factor, what the
+        model runs inside the window). A micro-batch is all long or all short (`longrope.train.mixing`).
+    mixed_short_share: with ``mixed``, the share of the training tokens that are short (0 < share < 1). Default
+        0.3, the top of LongRoPE2's range (1:9 to 3:7 short to long): the short part is what keeps the model
+        good inside its original window, which the built-in model's plan lost most (issue 30). Ignored without
+        ``mixed``.
+    short_documents: with ``mixed``, what the short sequences are packed from: ``whole`` (LongRoPE2's) the
+        documents of at most the original window, each whole; ``cut`` every document, cut into pieces of at
+        most the window, each piece a document of its own (positions restart, attention masked at the cut): the
+        windows a model is pre-trained on, for a corpus with few short documents (the stdlib's train split has
+        196 of at most 256 tokens, 18k tokens in all, which a short part of 200k tokens would read 11 times).
     corpus: training documents (``longrope.data.corpus.get_corpus``), train split.
     save_every: write a resumable checkpoint every N optimizer steps (0: only at the end).
     keep_checkpoints: how many recent checkpoints to keep on disk.
@@ -45,9 +57,10 @@ class FinetuneConfig:
     pose: PoSE (`longrope.train.pose`) — ``length`` is then the short training window N, and each long
         sequence gets position ids in ``pose_chunks`` chunks skipping through ``[0, target_length)``;
         target_length (L', required with pose) is also declared to the scaled RoPE as the sequence length.
-    retrieval_fraction: share of the long sequences replaced by retrieval windows of the same length
+    retrieval_fraction: share of the training sequences replaced by retrieval windows of the same length
         (`longrope.train.data.RetrievalMixed`): the built-in model's pre-training mixture, so its retrieval
-        survives fine-tuning at a new length.
+        survives fine-tuning at a new length. With ``mixed`` it applies to the short sequences too (a replaced
+        short sequence holds retrieval windows of at most the original window).
     """
 
     length: int
@@ -58,6 +71,8 @@ class FinetuneConfig:
     batch_size: int = 1
     accum: int = 1
     mixed: bool = False
+    mixed_short_share: float = 0.3
+    short_documents: str = "whole"
     short_length: int | None = None
     corpus: str = "stdlib"
     seed: int = 0
@@ -93,7 +108,7 @@ class FinetuneConfig:
         for name in ("mixed", "gradient_checkpointing", "pose"):  # "false" would be true
             if not isinstance(getattr(self, name), bool):
                 raise LongRopeError(f"fine-tune: {name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("schedule", "mixed_precision", "corpus"):
+        for name in ("schedule", "mixed_precision", "corpus", "short_documents"):
             if not isinstance(getattr(self, name), str):
                 raise LongRopeError(f"fine-tune: {name} must be a string, got {getattr(self, name)!r}")
         for name in ("weight_decay", "max_grad_norm"):  # NaN slips through a plain `< 0`
@@ -113,6 +128,15 @@ class FinetuneConfig:
             raise LongRopeError(
                 f"fine-tune: mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"
             )
+        share = self.mixed_short_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+            raise LongRopeError(
+                f"fine-tune: mixed_short_share must be a number between 0 and 1 (the share of short tokens; "
+                f"LongRoPE2 uses 0.1 to 0.3), got {share!r}"
+            )
+        if self.short_documents not in SHORT_DOCUMENTS:
+            raise LongRopeError(f"fine-tune: short_documents must be one of {', '.join(SHORT_DOCUMENTS)}, got "
+                                f"{self.short_documents!r}")
         fraction = self.retrieval_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
             raise LongRopeError(f"fine-tune: retrieval_fraction must be a number in [0, 1], got {fraction!r}")
@@ -168,4 +192,7 @@ class FinetuneConfig:
                 data.pop(name)
         if not self.retrieval_fraction:  # likewise for runs before the retrieval mixture
             data.pop("retrieval_fraction")
+        if not self.mixed:  # the share means nothing then, and runs before it existed still resume
+            data.pop("mixed_short_share")
+            data.pop("short_documents")
         return json.dumps(data, sort_keys=True)

@@ -4,6 +4,12 @@ Each document becomes ``BOS tokens EOS``; documents follow each other in a seede
 each epoch) and the stream is cut every ``length`` tokens. Sequence ``k`` is a pure function of (corpus,
 tokenizer, pool, length, seed, k), so resuming a run only needs the number of sequences already consumed, and
 each process of a distributed run takes its own indices.
+
+``batch(indices, positions=True)`` also returns DOCUMENT position ids: they restart at 0 where a document starts
+(and at the start of each sequence, where a document cut by the previous one continues). Given those ids and no
+attention mask, transformers (5.x, eager, SDPA and flash attention alike) attends only within each document:
+the packed short sequences of LongRoPE2's mixed training (`longrope.train.mixing`), where each document sees
+the positions of the original window.
 """
 
 from __future__ import annotations
@@ -23,16 +29,18 @@ from longrope.errors import LongRopeError
 class PackedSequences:
     """Sequences of ``length`` tokens packed from the documents whose token count is in [min_tokens, max_tokens].
 
-    ``sequence(k)`` returns the k-th sequence (1-D long tensor); ``batch(indices)`` stacks several. Documents
-    are tokenised lazily, only as far as the stream has been read.
+    ``batch(indices)`` stacks the sequences ``indices``. Documents are tokenised lazily, only as far as the
+    stream has been read. ``piece``: in the document position ids, a document longer than ``piece`` tokens is
+    pieces of ``piece`` tokens, each read as a document of its own (so no position reaches ``piece``).
     """
 
     def __init__(self, corpus: Corpus, tokenizer, length: int, seed: int = 0, min_tokens: int = 1,
-                 max_tokens: int | None = None, what: str = "training"):
+                 max_tokens: int | None = None, what: str = "training", piece: int | None = None):
         self.corpus = corpus
         self.tokenizer = tokenizer
         self.length = int(length)
         self.seed = seed
+        self.piece = piece
         lengths = document_lengths(corpus, tokenizer, add_bos=True)
         eos = 1 if tokenizer.eos_token_id is not None else 0
         pool = {doc_id: n + eos for doc_id, n in lengths.items()
@@ -51,6 +59,7 @@ class PackedSequences:
         self._order: list[str] = []  # documents in stream order, epochs appended as needed
         self._epochs = 0
         self._stream = torch.empty(0, dtype=torch.long)
+        self._starts = torch.empty(0, dtype=torch.bool)  # True at each document's first token, aligned with _stream
         self._offset = 0  # absolute token index of _stream[0] (tokens before it were dropped)
         self._stream_docs = 0  # how many of _order have been tokenised into the stream
 
@@ -80,11 +89,18 @@ class PackedSequences:
                                                 self.tokenizer, add_bos=True)
         }
         pieces = [self._stream] + [torch.tensor(encoded[doc_id], dtype=torch.long) for doc_id in needed]
+        starts = [self._starts]
+        for doc_id in needed:
+            first = torch.zeros(len(encoded[doc_id]), dtype=torch.bool)
+            first[:: self.piece or len(first)] = True
+            starts.append(first)
         self._stream = torch.cat(pieces)
+        self._starts = torch.cat(starts)
         self._stream_docs = index
 
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
-        """[len(indices), length] long tensor of sequences ``indices``.
+    def batch(self, indices: Sequence[int], positions: bool = False):
+        """[len(indices), length] long tensor of sequences ``indices``; with ``positions``, the pair (sequences,
+        document position ids [len(indices), length]: see the module docstring).
 
         Indices must not decrease from call to call: tokens before the smallest index asked are dropped, so
         memory stays bounded over a long run.
@@ -96,9 +112,28 @@ class PackedSequences:
         drop = first * self.length - self._offset
         if drop > 0:
             self._stream = self._stream[drop:].clone()
+            self._starts = self._starts[drop:].clone()
             self._offset += drop
-        rows = [self._stream[k * self.length - self._offset:(k + 1) * self.length - self._offset] for k in indices]
-        return torch.stack(rows)
+        spans = [slice(k * self.length - self._offset, (k + 1) * self.length - self._offset) for k in indices]
+        rows = torch.stack([self._stream[span] for span in spans])
+        if not positions:
+            return rows
+        return rows, document_positions(torch.stack([self._starts[span] for span in spans]))
+
+
+def document_positions(starts: torch.Tensor) -> torch.Tensor:
+    """Position ids [B, T] that restart at 0 wherever ``starts`` [B, T] (bool) is True, and at column 0."""
+    starts = starts.clone()
+    starts[:, 0] = True
+    index = torch.arange(starts.shape[1]).expand_as(starts)
+    last_start = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    return index - last_start
+
+
+def piece_lengths(length: int, piece: int | None) -> list[int]:
+    """``length`` split into the fewest near-equal parts of at most ``piece`` tokens (one part without ``piece``)."""
+    count = 1 if piece is None else -(-length // piece)
+    return [length // count + (1 if i < length % count else 0) for i in range(count)]
 
 
 class RetrievalMixed:
@@ -107,21 +142,36 @@ class RetrievalMixed:
     replaced row). Fine-tuning on the mixture a model was pre-trained with keeps its retrieval while the window
     grows. Whether row ``k`` is replaced, and by what, is a pure function of (seed, k), so resuming needs no
     state. Names for the definitions: the identifiers of the first ``name_documents`` documents of ``corpus``
-    and names composed from them, as in the built-in model's pre-training (`longrope.data.retrieval`)."""
+    and names composed from them, as in the built-in model's pre-training (`longrope.data.retrieval`), or
+    ``names`` when given.
 
-    def __init__(self, sequences: PackedSequences, fraction: float, seed: int = 0, name_documents: int = 300):
+    ``piece``: the longest retrieval window (the original window, for the short sequences of mixed training); a
+    replaced row longer than that holds several windows, each its own document (``batch(..., positions=True)``
+    restarts the position ids at each).
+    """
+
+    def __init__(self, sequences: PackedSequences, fraction: float, seed: int = 0, name_documents: int = 300,
+                 piece: int | None = None, names: list[str] | None = None):
         self.sequences = sequences
         self.length = sequences.length
         self.fraction = fraction
         self.seed = seed
-        texts = (d.text for d in itertools.islice(sequences.corpus.documents(), name_documents))
-        self.names = curriculum_names(texts, CURRICULUM_COMPOSED_NAMES, seed)
+        self.pieces = piece_lengths(self.length, piece)
+        if names is None:
+            texts = (d.text for d in itertools.islice(sequences.corpus.documents(), name_documents))
+            names = curriculum_names(texts, CURRICULUM_COMPOSED_NAMES, seed)
+        self.names = names
 
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
-        batch = self.sequences.batch(indices)
+    def batch(self, indices: Sequence[int], positions: bool = False):
+        """As `PackedSequences.batch`, with the replaced rows' tokens (and position ids) in place."""
+        batch, ids = self.sequences.batch(indices, positions=True) if positions else (
+            self.sequences.batch(indices), None)
         for row, index in enumerate(indices):
             rng = random.Random(f"retrieval:{self.seed}:{index}")
             if rng.random() < self.fraction:
-                batch[row] = retrieval_window(batch[row], self.length, self.sequences.tokenizer, self.names, rng,
-                                              pairing=CURRICULUM_PAIRING)
-        return batch
+                windows = [retrieval_window(batch[row], n, self.sequences.tokenizer, self.names, rng,
+                                            pairing=CURRICULUM_PAIRING) for n in self.pieces]
+                batch[row] = torch.cat(windows)
+                if ids is not None:
+                    ids[row] = torch.cat([torch.arange(n) for n in self.pieces])
+        return batch if ids is None else (batch, ids)

@@ -11,8 +11,11 @@ Recipe, as in the LongRoPE paper (section 4.1) and LongRoPE2 (section 3.3):
 - gradient checkpointing, bf16/fp16 autocast where it is fast on the device (`longrope.hardware`), AdamW with
   the paper's schedules
   (``linear`` from 2e-5, ``constant`` 1e-6, or a custom peak ``lr``), gradient accumulation, gradient clipping;
-- optional LongRoPE2 mixed context window training: micro-batches alternate between long sequences with the
-  scaled RoPE and short ones (original window) packed from short documents with the model's original RoPE;
+- optional LongRoPE2 mixed context-window training (``mixed``): a share ``mixed_short_share`` of the tokens are
+  short sequences (original window) packed from documents of at most that window, attention masked across
+  documents (position ids restart at 0 for each), with the model's original RoPE (or the spec's own short
+  regime, LongRoPE's short factors); each micro-batch is all long or all short, chosen from its index alone
+  (`longrope.train.mixing`), and a short one carries as many tokens as a long one;
 - optional PoSE (``pose``): long sequences are short windows whose position ids skip through ``target_length``
   (`longrope.train.pose`), with ``target_length`` declared to the scaled RoPE (LongRoPE then uses long factors);
 - checkpoints every ``save_every`` steps (model, optimizer, scheduler, RNG states, step), written to a
@@ -34,7 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +57,7 @@ from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
 from longrope.train.config import FinetuneConfig
 from longrope.train.data import PackedSequences, RetrievalMixed
+from longrope.train.mixing import LONG, SHORT, micro_kind, short_probability, short_rows
 from longrope.train.pose import pose_batch
 from longrope.train.saved import (
     LOG_FILE,
@@ -77,8 +83,9 @@ if TYPE_CHECKING:
 
 
 def _chunk_nll_sum(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk: int,
-                   logit_scale: float | None) -> torch.Tensor:
-    return hidden_nll(head, hidden, labels, chunk, logit_scale).sum()
+                   logit_scale: float | None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    nll = hidden_nll(head, hidden, labels, chunk, logit_scale)
+    return (nll if weight is None else nll * weight).sum()
 
 
 class ChunkedCausalLMLoss(nn.Module):
@@ -94,11 +101,24 @@ class ChunkedCausalLMLoss(nn.Module):
         self.model = model
         self.chunk = chunk
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """``position_ids`` [B, T] (e.g. PoSE's skipping ids); None: 0..T-1 as usual."""
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                packed: bool = False) -> torch.Tensor:
+        """``position_ids`` [B, T] (e.g. PoSE's skipping ids); None: 0..T-1 as usual.
+
+        ``packed``: the rows are documents packed end to end and ``position_ids`` restart at 0 at each
+        (`longrope.train.data.document_positions`): attention stays within each document, and a document's first
+        token is not scored (it does not follow from the one before it), so each document's loss is the loss it
+        has alone (tests/train/test_mixing.py checks it against the documents scored separately).
+        """
         decoder, head = decoder_and_head(self.model)
-        mask = None
-        if position_ids is not None:
+        mask = weight = None
+        if packed:
+            if position_ids is None:
+                raise LongRopeError("packed sequences need their document position ids")
+            # No mask: transformers (5.x) then reads each restart of the position ids as a new document and
+            # builds a causal mask within each (eager, SDPA; flash attention reads the ids itself).
+            weight = (position_ids[:, 1:] != 0).to(torch.float32)  # [B, T-1]: 0 where the target starts a document
+        elif position_ids is not None:
             # Without a mask, transformers (5.x) reads jumps in position ids as packed documents and attends only
             # within each piece; PoSE's chunks are one text, so an all-ones mask keeps plain causal attention.
             mask = torch.ones_like(input_ids)
@@ -110,11 +130,13 @@ class ChunkedCausalLMLoss(nn.Module):
         for start in range(0, labels.shape[1], self.chunk):
             stop = min(start + self.chunk, labels.shape[1])
             part = (hidden[:, start:stop], labels[:, start:stop])
+            args = (self.chunk, scale, None if weight is None else weight[:, start:stop])
             if torch.is_grad_enabled():
-                total = total + checkpoint(_chunk_nll_sum, head, *part, self.chunk, scale, use_reentrant=False)
+                total = total + checkpoint(_chunk_nll_sum, head, *part, *args, use_reentrant=False)
             else:
-                total = total + _chunk_nll_sum(head, *part, self.chunk, scale)
-        return total / labels.numel()
+                total = total + _chunk_nll_sum(head, *part, *args)
+        count = labels.numel() if weight is None else weight.sum().clamp(min=1)
+        return total / count
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -156,29 +178,48 @@ def _mixed_precision(choice: str, device: torch.device) -> str:
 
 
 class _RopeSwitch:
-    """Puts the scaled spec (long batches) or the model's own RoPE (short batches) into the model, lazily."""
+    """Puts the RoPE of each kind of micro-batch into the model, lazily: the scaled spec for long ones; for short
+    ones the model's own RoPE, or the spec itself where it has a short regime (LongRoPE's short factors and
+    attention factor, dynamic NTK's plain RoPE, chosen by the rotary module from the short position ids), so the
+    short part trains what the extended model runs inside its original window."""
 
     def __init__(self, model: nn.Module, spec: RopeSpec, device: torch.device):
         self.model, self.spec, self.device = model, spec, device
-        self.current: str | None = None
+        self.current: str | None = None  # "spec" or "original": what the model holds now
 
     def use(self, kind: str) -> None:
-        if kind == self.current:
+        wanted = "spec" if kind == LONG or self.spec.length_dependent else "original"
+        if wanted == self.current:
             return
-        if kind == "long":
+        if wanted == "spec":
             patch.apply(self.model, self.spec)
         else:
             patch.restore(self.model)
             for _, _, module in rotary.find_rotary_modules(self.model):
                 module.to(self.device)
-        self.current = kind
+        self.current = wanted
 
 
-def _micro_plan(config: FinetuneConfig, micro: int) -> tuple[str, int]:
-    """(kind, ordinal) of global micro-batch ``micro``: which stream it reads and its index in that stream."""
-    if not config.mixed:
-        return "long", micro
-    return ("long" if micro % 2 == 0 else "short"), micro // 2
+@dataclass(frozen=True)
+class _MicroPlan:
+    """Which stream each global micro-batch reads (`longrope.train.mixing`), and how many rows."""
+
+    long_rows: int
+    short_rows: int
+    short_p: Fraction  # share of the micro-batches that are short (0 without mixed training)
+
+    @classmethod
+    def of(cls, config: FinetuneConfig, short_length: int) -> _MicroPlan:
+        if not config.mixed:
+            return cls(config.batch_size, 0, Fraction(0))
+        rows = short_rows(config.batch_size, config.length, short_length)
+        p = short_probability(config.mixed_short_share, config.batch_size * config.length, rows * short_length)
+        return cls(config.batch_size, rows, p)
+
+    def __call__(self, micro: int) -> tuple[str, int, int]:
+        """(kind, ordinal in that kind's stream, rows) of global micro-batch ``micro``."""
+        kind, ordinal = micro_kind(self.short_p, micro)
+        return kind, ordinal, self.short_rows if kind == SHORT else self.long_rows
 
 
 @dataclass
@@ -195,7 +236,8 @@ class _Run:
     scheduler: LambdaLR
     switch: _RopeSwitch
     long_data: PackedSequences | RetrievalMixed
-    short_data: PackedSequences | None
+    short_data: PackedSequences | RetrievalMixed | None
+    plan: _MicroPlan
     start_step: int = 0
 
     @property
@@ -258,8 +300,11 @@ def _check_finished(model: nn.Module, spec: RopeSpec, config: FinetuneConfig, ou
         )
 
 
-def _datasets(config: FinetuneConfig, tokenizer, window: int) -> tuple[PackedSequences, PackedSequences | None]:
-    """The long training sequences and, for mixed training, the short ones (original window)."""
+def _datasets(config: FinetuneConfig, tokenizer, window: int):
+    """The long training sequences; for mixed training the short ones, documents of at most the original window
+    (or, with ``short_documents = "cut"``, window-sized pieces of every document) packed into ``short_length``
+    tokens, their position ids restarting per document, with the same share of retrieval windows (at most
+    ``window`` tokens each) as the long ones; and the micro-batch plan."""
     short_length = config.short_length or window
     long_length = config.target_length if config.pose else config.length  # what a long sequence stands for
     if config.mixed and short_length >= long_length:
@@ -274,9 +319,28 @@ def _datasets(config: FinetuneConfig, tokenizer, window: int) -> tuple[PackedSeq
         long_data = RetrievalMixed(long_data, config.retrieval_fraction, seed=config.seed)
     short_data = None
     if config.mixed:
+        eos = 1 if tokenizer.eos_token_id is not None else 0  # BOS doc EOS must fit in the window
+        whole = config.short_documents == "whole"
         short_data = PackedSequences(corpus, tokenizer, short_length, seed=config.seed + 1, min_tokens=2,
-                                     max_tokens=window, what="mixed training (short documents)")
-    return long_data, short_data
+                                     max_tokens=window - eos if whole else None, piece=window,
+                                     what="mixed training (short documents)")
+        _warn_if_repeated(config, short_data, short_length)
+        if config.retrieval_fraction:
+            names = long_data.names if isinstance(long_data, RetrievalMixed) else None
+            short_data = RetrievalMixed(short_data, config.retrieval_fraction, seed=config.seed + 1,
+                                        piece=window, names=names)
+    return long_data, short_data, _MicroPlan.of(config, short_length)
+
+
+def _warn_if_repeated(config: FinetuneConfig, short_data: PackedSequences, short_length: int) -> None:
+    """Warn when the short part would read its documents more than 4 times over (a small pool memorised)."""
+    plan = _MicroPlan.of(config, short_length)
+    tokens = float(plan.short_p) * config.steps * config.accum * plan.short_rows * short_length
+    if config.short_documents == "whole" and tokens > 4 * short_data.total_tokens:
+        warnings.warn(
+            f"mixed training: the short part reads {tokens:.0f} tokens from {len(short_data.doc_ids)} documents of "
+            f"at most the original window ({short_data.total_tokens} tokens), {tokens / short_data.total_tokens:.0f} "
+            "times over; short_documents = 'cut' packs pieces of every document instead", stacklevel=3)
 
 
 def _prepare_model(model: nn.Module, config: FinetuneConfig, spec: RopeSpec) -> None:
@@ -310,7 +374,9 @@ def _setup(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig, 
 
     window = rotary.model_geometry(model).original_window
     spec = spec.with_window(window)
-    long_data, short_data = _datasets(config, tokenizer, window)
+    if config.mixed:
+        _check_packing(model)
+    long_data, short_data, plan = _datasets(config, tokenizer, window)
 
     # The model's device decides (a notebook's model stays where it was put; the CLI puts it on --device).
     device = next(model.parameters()).device
@@ -330,10 +396,25 @@ def _setup(model: nn.Module, tokenizer, spec: RopeSpec, config: FinetuneConfig, 
     accelerator.register_for_checkpointing(scheduler)
     inner = accelerator.unwrap_model(wrapper).model
     switch = _RopeSwitch(inner, spec, accelerator.device)
-    switch.current = "long"
+    switch.current = "spec"
     return _Run(out_dir=out_dir, spec=spec, accelerator=accelerator, mixed_precision=mixed_precision,
                 wrapper=wrapper, inner=inner, optimizer=optimizer, scheduler=scheduler, switch=switch,
-                long_data=long_data, short_data=short_data)
+                long_data=long_data, short_data=short_data, plan=plan)
+
+
+def _check_packing(model: nn.Module) -> None:
+    """Raise unless the model's attention masks packed documents apart from their position ids alone: transformers
+    does so for the attention functions that have a mask function (eager, SDPA, flex, ours once registered) and
+    for flash attention, which reads the ids itself; any other would silently attend across the short documents."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    name = getattr(model.config, "_attn_implementation", None) or "eager"
+    if name in ALL_MASK_ATTENTION_FUNCTIONS or "flash" in name:
+        return
+    raise LongRopeError(
+        f"mixed training packs short documents and masks attention between them, which attn_implementation "
+        f"{name!r} does not do; load the model with attn_implementation='sdpa' or 'eager'"
+    )
 
 
 def _resume(run: _Run, config: FinetuneConfig, resume: bool) -> None:
@@ -354,7 +435,7 @@ def _resume(run: _Run, config: FinetuneConfig, resume: bool) -> None:
             f"checkpoint {checkpoint_dir} was made with {state.get('num_processes')} processes, now "
             f"{run.world}; resume with the same number"
         )
-    run.switch.use("long")
+    run.switch.use(LONG)
     run.accelerator.load_state(str(checkpoint_dir))
     run.start_step = int(state["step"])
     if run.main and run.log_path.exists():  # drop log lines past the checkpoint (the killed run's tail)
@@ -387,7 +468,7 @@ def _train(run: _Run, config: FinetuneConfig, progress: bool, started: float) ->
                 append_log(run.log_path, record)
             bar.update(task, advance=1, description=f"fine-tune at {config.length} loss {record['loss']:.3f}")
             if config.save_every and done % config.save_every == 0 and done < config.steps:
-                run.switch.use("long")
+                run.switch.use(LONG)
                 save_checkpoint(run.accelerator, run.out_dir, done, config, run.spec, run.world)
     except BaseException as exc:
         if _is_oom(exc):
@@ -402,24 +483,29 @@ def _accumulate(run: _Run, config: FinetuneConfig, step: int) -> dict[str, list[
     """The ``config.accum`` micro-batches of optimizer step ``step``; their losses by kind (long, short)."""
     accelerator = run.accelerator
     rank, world = accelerator.process_index, run.world
-    losses: dict[str, list[float]] = {"long": [], "short": []}
+    losses: dict[str, list[float]] = {LONG: [], SHORT: []}
     for a in range(config.accum):
         micro = step * config.accum + a
-        kind, ordinal = _micro_plan(config, micro)
-        data = run.long_data if kind == "long" else run.short_data
-        first = (ordinal * world + rank) * config.batch_size
-        batch = data.batch(range(first, first + config.batch_size)).to(accelerator.device)
-        run.switch.use(kind)
+        kind, ordinal, rows = run.plan(micro)
+        first = (ordinal * world + rank) * rows
+        indices = range(first, first + rows)
         positions, declared = None, contextlib.nullcontext()
-        if config.pose and kind == "long":
+        if kind == SHORT:
+            batch, positions = run.short_data.batch(indices, positions=True)
+            positions = positions.to(accelerator.device)
+        else:
+            batch = run.long_data.batch(indices)
+        batch = batch.to(accelerator.device)
+        run.switch.use(kind)
+        if config.pose and kind == LONG:
             positions = pose_batch(config.length, config.target_length, config.pose_chunks, config.seed,
-                                   range(first, first + config.batch_size)).to(accelerator.device)
+                                   indices).to(accelerator.device)
             # The window stands for a sequence of target_length tokens: length-dependent specs
             # (LongRoPE long factors, dynamic NTK) must choose their tables for that length.
             declared = patch.sequence_length(run.inner, config.target_length)
         with accelerator.accumulate(run.wrapper), declared:
             with accelerator.autocast():
-                loss = run.wrapper(batch, position_ids=positions)
+                loss = run.wrapper(batch, position_ids=positions, packed=kind == SHORT)
             accelerator.backward(loss)
             if accelerator.sync_gradients and config.max_grad_norm:
                 accelerator.clip_grad_norm_(run.wrapper.parameters(), config.max_grad_norm)
@@ -440,7 +526,7 @@ def _finish(run: _Run, model: nn.Module, tokenizer, config: FinetuneConfig, fina
             started: float) -> None:
     """Save the trained model into ``final_dir`` with its summary; leave it in eval mode with the spec applied."""
     accelerator, world = run.accelerator, run.world
-    run.switch.use("long")
+    run.switch.use(LONG)
     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - started
     summary = {
@@ -450,6 +536,8 @@ def _finish(run: _Run, model: nn.Module, tokenizer, config: FinetuneConfig, fina
         "resumed_from_step": run.start_step,
         "seconds_this_run": round(seconds, 1),
         "tokens_per_step": config.batch_size * config.accum * world * config.length,
+        **({"short_rows": run.plan.short_rows, "short_micro_batch_share": float(run.plan.short_p)}
+           if config.mixed else {}),
         "mixed_precision": run.mixed_precision,
         **model_record(run.inner),
         "processes": world,
