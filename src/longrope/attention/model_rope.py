@@ -49,7 +49,12 @@ def _falcon(config) -> str | None:
     return None
 
 
-REFUSALS: dict[str, Callable[[object], str | None]] = {"falcon": _falcon}
+def _blt(config) -> str | None:
+    return ("BLT (byte latent transformer) runs three transformers with RoPE of their own (byte-level local "
+            "encoder and decoder, a patch-level global one): a spec is made for one; not supported")
+
+
+REFUSALS: dict[str, Callable[[object], str | None]] = {"falcon": _falcon, "blt": _blt}
 
 
 # How a model's layers go without RoPE, by mechanism; each returns the indices of those layers.
@@ -86,19 +91,30 @@ def _zero_theta(config) -> set[int]:
 
 
 def _global_nope(config) -> set[int]:
-    """Hybrid models whose global (full-attention) layers use no RoPE, only the sliding ones do: Cohere 2 and
-    BEAM always, EXAONE 4 / EXAONE-MoE / Kolibri when ``sliding_window`` is set (their attention rotates only
+    """Hybrid models whose global (full-attention) layers use no RoPE, only the sliding ones do: Cohere 2 (but its
+    MoE's dense prefix layers, with ``force_rope``), BEAM, AFMoE and Flint always, EXAONE 4 / EXAONE-MoE / Kolibri when ``sliding_window`` is set (their attention rotates only
     ``if self.sliding_window is None or self.is_sliding``)."""
     if config.model_type in SLIDING_ONLY_IF_WINDOW and getattr(config, "sliding_window", None) is None:
         return set()
     types = list(getattr(config, "layer_types", None) or ())
-    return {i for i, t in enumerate(types) if t != "sliding_attention"}
+    found = {i for i, t in enumerate(types) if t != "sliding_attention"}
+    if config.model_type == "cohere2_moe" and getattr(config, "prefix_dense_sliding_window_pattern", None) == 1:
+        mlp = list(getattr(config, "mlp_layer_types", None) or ())
+        found -= {i for i, kind in enumerate(mlp) if kind == "dense"}  # its attention's force_rope
+    return found
 
 
-SLIDING_ONLY = {"cohere2", "cohere2_moe", "beam"}
+def _mem_rope(config) -> set[int]:
+    """Zamba 2 rotates only with ``use_mem_rope``."""
+    if config.model_type == "zamba2" and not getattr(config, "use_mem_rope", False):
+        return set(range(int(getattr(config, "num_hidden_layers", 0) or 0)))
+    return set()
+
+
+SLIDING_ONLY = {"cohere2", "cohere2_moe", "beam", "afmoe", "flint"}
 SLIDING_ONLY_IF_WINDOW = {"exaone4", "exaone_moe", "kolibri1"}
 NOPE_RULES: tuple[Callable[[object], set[int]], ...] = (_no_rope_layers, _nope_layer_types, _not_attention,
-                                                         _zero_theta)
+                                                         _zero_theta, _mem_rope)
 
 
 def nope_layers(config) -> tuple[int, ...]:
@@ -321,9 +337,11 @@ def model_rope(model: nn.Module) -> ModelRope:
     if reason:
         raise LongRopeError(reason)
     if not originals:
+        kind = getattr(config, "position_embedding_type", None) if config is not None else None
+        said = f" (its config: position_embedding_type={kind!r})" if hasattr(config, "position_embedding_type") else ""
         raise LongRopeError(
-            f"{name} has no rotary position embedding (e.g. GPT-2 learns absolute positions); longrope works on "
-            "RoPE models such as Llama, Mistral, Qwen2, Phi-3"
+            f"{name} has no rotary position embedding{said} (e.g. GPT-2 learns absolute positions); longrope works "
+            "on RoPE models such as Llama, Mistral, Qwen2, Phi-3"
         )
     try:
         return _read(model, name, config, model_type, originals)

@@ -158,6 +158,11 @@ class ScaledRotaryEmbedding(nn.Module):
             if self.original is None:
                 raise LongRopeError(f"no rotary table for layer type {layer_type!r} (scaled: {self.targets})")
             return self.original(x, position_ids, layer_type, **kwargs)
+        if position_ids.dim() == 3:  # multimodal RoPE (Qwen3.5, ...): one position stream per axis (t, h, w)
+            if not bool((position_ids == position_ids[:1]).all()):
+                raise LongRopeError("multimodal RoPE positions (image / video grids) are not scaled by longrope: "
+                                    "it scales text, whose positions are equal on every axis")
+            position_ids = position_ids[0]
         seq_len = self._choose_length(position_ids)
         inv_freq, attention = self.tables(seq_len, x.device)
         rows = inv_freq.shape[0]

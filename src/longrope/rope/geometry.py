@@ -62,19 +62,35 @@ class RopeGeometry:
                 f"{type(config).__name__}'s {layer_type} layers have no rope_parameters: they use no position "
                 "embedding (NoPE)")
         base = params.get("rope_theta", getattr(config, "rope_theta", None))
+        if base is None and params:  # rope_parameters without a base: transformers' default (CodeGen, GPT-J)
+            base = getattr(config, "default_theta", None)
         if base is None:
             raise LongRopeError(
                 f"{type(config).__name__} has no rope_theta / rope_parameters: this model does not use rotary "
                 "position embeddings"
             )
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        layer = _layer_config(config, layer_type)
+        head_dim = getattr(layer, "head_dim", None) or layer.hidden_size // layer.num_attention_heads
         partial = params.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None) or 1.0)
+        rotary_dim = getattr(config, "rotary_dim", None)  # CodeGen, GPT-J: the rotated channels, directly
+        if getattr(config, "model_type", None) in ROTARY_DIM_MODELS and isinstance(rotary_dim, int) and rotary_dim:
+            head_dim, partial = rotary_dim, 1.0
         original = (
             params.get("original_max_position_embeddings")
             or getattr(config, "original_max_position_embeddings", None)
             or config.max_position_embeddings
         )
         return cls(dim=int(head_dim * partial), base=float(base), original_window=int(original))
+
+
+def _layer_config(config, layer_type: str | None):
+    """The config of the first layer of ``layer_type`` on heterogeneous configs (Gemma 4: head_dim per layer),
+    else the config itself."""
+    if not getattr(config, "is_heterogeneous", False):
+        return config
+    types = list(getattr(config, "layer_types", None) or ())
+    index = types.index(layer_type) if layer_type in types else 0
+    return config.per_layer_config[index]
 
 
 def rope_layer_types(config) -> tuple[str, ...]:
@@ -102,6 +118,8 @@ def layer_rope_parameters(config, layer_type: str | None = None) -> dict | None:
         return None if entry is None else dict(entry)
     return dict(params or {})
 
+
+ROTARY_DIM_MODELS = ("codegen", "gptj")  # configs whose ``rotary_dim`` is the rotary dimension (no partial factor)
 
 SLIDING_MARKS = ("sliding", "chunked", "local", "swa")
 
