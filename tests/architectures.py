@@ -49,7 +49,8 @@ class Architecture:
     model's own module requires for them. one_table: its longrope reads only one factor table (short = long).
     refused: the start of the one-line refusal (None: exact). family: the README name. note: what is special.
     length: tokens compared (models whose own module stops at max_position_embeddings: the window).
-    skip: why it is not built here (it is listed, and README says so).
+    skip: why it is not built here (it is listed, and README says so). fill: parameters (by name suffix) set
+    to a value after the random init, where a zero init would hide the positions (ZAYA's q/k temperature).
     """
 
     model_type: str
@@ -62,6 +63,7 @@ class Architecture:
     one_table: bool = False
     length: int = LENGTH
     skip: str | None = None
+    fill: dict = field(default_factory=dict)
 
     @property
     def exact(self) -> bool:
@@ -189,6 +191,10 @@ def tiny_model(arch: Architecture, native: str | None = None, seed: int = 0, win
         for p in model.parameters():
             if p.dim() > 1:
                 p.normal_(0, 0.15)  # larger than the default init: position effects show in the logits
+        for name, p in model.named_parameters():
+            for suffix, value in arch.fill.items():
+                if name.endswith(suffix):
+                    p.fill_(value)
     return model.float().eval()
 
 
@@ -226,7 +232,8 @@ ARCHITECTURES: list[Architecture] = [
     A("axk2", "A.X K2", note="multi-head latent attention"),
     A("bailing_hybrid", "Bailing hybrid (Ling)", {**HYBRID, "mlp_layer_types": ["dense", "dense"]},
       note="RoPE in the attention layers only"),
-    A("bamba", "Bamba", {"attn_layer_indices": [1]}, note="Mamba 2 + attention; RoPE in the attention layers"),
+    A("bamba", "Bamba", {"attn_layer_indices": [1]}, length=128, native=("yarn",),
+      note="Mamba 2 + attention; RoPE in the attention layers (128 tokens: its Mamba layers are slow on CPU)"),
     A("beam", "BEAM", LT2, note="RoPE in the sliding layers, NoPE global layers"),
     A("bitnet", "BitNet"),
     A("blt", "BLT (byte latent transformer)", {"encoder_hash_byte_group_vocab": VOCAB, "encoder_config": SMALL,
@@ -245,8 +252,9 @@ ARCHITECTURES: list[Architecture] = [
       "n_heads": 4, "n_layers": 2, "ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 2, "moe_top_k": 1}}),
     A("deepseek_v2", "DeepSeek-V2", note="complex freqs_cis; multi-head latent attention"),
     A("deepseek_v3", "DeepSeek-V3 / R1", note="multi-head latent attention"),
-    A("deepseek_v32", "DeepSeek-V3.2", note="multi-head latent attention, sparse indexer"),
-    A("deepseek_v4", "DeepSeek-V4", note="per-pair cos/sin"),
+    A("deepseek_v32", "DeepSeek-V3.2", length=128, note="multi-head latent attention, sparse indexer"),
+    A("deepseek_v4", "DeepSeek-V4", refused="DeepseekV4ForCausalLM keeps RoPE tables under labels that are not its "
+      "layer types (main, compress", note="per-pair cos/sin, compressed sparse attention"),
     A("diffllama", "DiffLlama"),
     A("doge", "Doge"),
     A("dory", "Dory", {"num_hidden_layers": 4, "n_input_layers": 1, "n_recurrent_layers": 2, "n_output_layers": 1,
@@ -264,7 +272,7 @@ ARCHITECTURES: list[Architecture] = [
     A("exaone4", "EXAONE 4", LT2, note="NoPE global layers when sliding"),
     A("exaone_moe", "EXAONE MoE", LT2, note="NoPE global layers when sliding"),
     A("falcon", "Falcon (rotary)", {"alibi": False}),
-    A("falcon_h1", "Falcon-H1", note="Mamba 2 + attention in every layer"),
+    A("falcon_h1", "Falcon-H1", length=128, native=("yarn",), note="Mamba 2 + attention in every layer"),
     A("flex_olmo", "FlexOlmo"),
     A("flint", "Flint", LT2, note="RoPE in the sliding layers, NoPE global"),
     A("gemma", "Gemma"),
@@ -301,6 +309,7 @@ ARCHITECTURES: list[Architecture] = [
     A("granitemoe", "Granite MoE"),
     A("granitemoe_swa", "Granite MoE SWA", LT2, note="rotary module per base (layer_rope_theta; 0 = NoPE)"),
     A("granitemoehybrid", "Granite 4 hybrid", {"layer_types": ["mamba", "attention"], "position_embedding_type": "rope"},
+      length=128, native=("yarn",),
       note="Mamba 2 + attention, with position_embedding_type='rope' (without it: no RoPE, refused)"),
     A("granitemoeshared", "Granite MoE shared"),
     A("helium", "Helium"),
@@ -382,7 +391,7 @@ ARCHITECTURES: list[Architecture] = [
       "mamba_headdim": 16, "n_mamba_heads": 8, "attention_head_dim": 16},
       note="with use_mem_rope=True (without it: no RoPE, refused)"),
     A("zaya", "ZAYA", {"num_experts_per_tok": 1, "layer_types": ["hybrid", "hybrid_sliding"]},
-      note="RoPE per layer type"),
+      fill={"qk_norm.temp": 1.0}, note="RoPE per layer type"),
     A("smollm3", "SmolLM3", {"num_hidden_layers": 4}, note="NoPE every 4th layer"),
     A("solar_open", "Solar Open"),
     A("stablelm", "StableLM", note="partial rotary"),
@@ -395,14 +404,14 @@ ARCHITECTURES: list[Architecture] = [
 def readme_table(architectures: list[Architecture] | None = None) -> str:
     """README's "Supported architectures" table, one row per architecture of the list."""
     rows = ["| model type | family | longrope | checked against transformers | note |", "|---|---|---|---|---|"]
-    for arch in architectures or ARCHITECTURES:
+    for arch in sorted(architectures or ARCHITECTURES, key=lambda a: a.model_type):
         if arch.skip:
             result, checked = "not tried here", arch.skip
         elif arch.exact:
             result = "exact"
             checked = "plain RoPE" + "".join(f", {m}" for m in arch.native)
         else:
-            result = f"refused: {arch.refused}"
+            result = f"refused: {arch.refused}..."
             checked = "refusal"
         note = re.sub(r"\s+", " ", arch.note)
         rows.append(f"| `{arch.model_type}` | {arch.family} | {result} | {checked} | {note} |")

@@ -13,9 +13,8 @@ Modules, bottom to top (a module imports only those listed before it):
 The public functions are re-exported here: ``from longrope.attention import apply, restore, sequence_length``.
 """
 
-from longrope.attention.model_rope import ModelRope, model_rope
+from longrope.attention.model_rope import ModelRope
 from longrope.attention.patch import apply, current_spec, restore, sequence_length
 from longrope.attention.rotary import ScaledRotaryEmbedding, model_geometry
 
-__all__ = ["ModelRope", "ScaledRotaryEmbedding", "apply", "current_spec", "model_geometry", "model_rope", "restore",
-           "sequence_length"]
+__all__ = ["ModelRope", "ScaledRotaryEmbedding", "apply", "current_spec", "model_geometry", "restore", "sequence_length"]

@@ -104,6 +104,12 @@ def _global_nope(config) -> set[int]:
     return found
 
 
+def _cross_attention(config) -> set[int]:
+    """Llama 3.2 Vision: its cross-attention layers (to the image) use no RoPE."""
+    layers = getattr(config, "cross_attention_layers", None)
+    return set(layers) if isinstance(layers, (list, tuple)) else set()
+
+
 def _mem_rope(config) -> set[int]:
     """Zamba 2 rotates only with ``use_mem_rope``."""
     if config.model_type == "zamba2" and not getattr(config, "use_mem_rope", False):
@@ -114,7 +120,7 @@ def _mem_rope(config) -> set[int]:
 SLIDING_ONLY = {"cohere2", "cohere2_moe", "beam", "afmoe", "flint"}
 SLIDING_ONLY_IF_WINDOW = {"exaone4", "exaone_moe", "kolibri1"}
 NOPE_RULES: tuple[Callable[[object], set[int]], ...] = (_no_rope_layers, _nope_layer_types, _not_attention,
-                                                         _zero_theta, _mem_rope)
+                                                         _zero_theta, _mem_rope, _cross_attention)
 
 
 def nope_layers(config) -> tuple[int, ...]:
@@ -360,6 +366,12 @@ def _read(model, name, config, model_type, originals) -> ModelRope:
     if layer_count and len(nope) >= layer_count:
         raise LongRopeError(f"{name}: none of its {layer_count} layers uses RoPE (all are NoPE): nothing to scale")
     nested = rope_layer_types(config)
+    unknown = [t for t in nested if t not in layer_types]
+    if unknown:
+        raise LongRopeError(
+            f"{name} keeps RoPE tables under labels that are not its layer types ({', '.join(unknown)}; layer types: "
+            f"{', '.join(dict.fromkeys(map(str, layer_types))) or 'none'}): which layers rotate with which table is "
+            "not in its config; not supported")
     tables: list[RopeTable] = []
     if nested:
         for t in nested:
