@@ -51,6 +51,7 @@ class Architecture:
     length: tokens compared (models whose own module stops at max_position_embeddings: the window).
     skip: why it is not built here (it is listed, and README says so). fill: parameters (by name suffix) set
     to a value after the random init, where a zero init would hide the positions (ZAYA's q/k temperature).
+    loss: the start of the refusal of longrope's chunked loss (eval, search, fine-tuning), where it has one.
     """
 
     model_type: str
@@ -64,6 +65,7 @@ class Architecture:
     length: int = LENGTH
     skip: str | None = None
     fill: dict = field(default_factory=dict)
+    loss: str | None = None
 
     @property
     def exact(self) -> bool:
@@ -329,7 +331,7 @@ ARCHITECTURES: list[Architecture] = [
     A("lara_mini", "Lara mini"),
     A("lfm2_moe", "LFM2 MoE", {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
       note="convolutions + attention"),
-    A("lfm3", "LFM3", {"layer_types": ["conv", "full_attention"]},
+    A("lfm3", "LFM3", {"layer_types": ["sliding_attention", "full_attention"]},
       refused="Lfm3ForCausalLM (full_attention layers): rope_type 'proportional' is not supported"),
     A("lfm2", "LFM2", {"layer_types": ["conv", "full_attention"]}, note="convolutions + attention"),
     A("llama", "Llama 2/3"),
@@ -353,7 +355,9 @@ ARCHITECTURES: list[Architecture] = [
     A("mixtral", "Mixtral"),
     A("mllama", "Llama 3.2 Vision", {"text_config": {"cross_attention_layers": [1]}},
       note="the text model of a multimodal one; cross-attention layers"),
-    A("modernbert-decoder", "ModernBERT decoder", note="RoPE per layer type"),
+    A("modernbert-decoder", "ModernBERT decoder", loss="ModernBertDecoderForCausalLM's logits are not its output head",
+      note="RoPE per layer type; its prediction head (dense + norm before the output embedding) is not in the "
+      "chunked loss: eval, search and fine-tuning refuse it"),
     A("moshi", "Moshi"),
     A("nanochat", "nanochat"),
     A("nemotron", "Nemotron", note="partial rotary"),

@@ -9,6 +9,7 @@ max difference < 1e-5.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from longrope.attention import apply, restore
 from longrope.attention.model_rope import model_rope
 from longrope.attention.rotary import ScaledRotaryEmbedding, find_rotary_modules
 from longrope.errors import LongRopeError
+from longrope.loss import token_nll
 from longrope.rope import NoScaling
 
 TOLERANCE = 1e-5
@@ -84,6 +86,15 @@ def test_exact(arch):
             assert difference < TOLERANCE, f"{method} at {length} tokens: max logit difference {difference:.3g}"
     restore(model)
     assert torch.equal(logits(model, ids), before)  # restore gives the model back bit for bit
+    # The chunked loss that eval, search and fine-tuning score with equals the model's own logits' loss.
+    reference = torch.nn.functional.cross_entropy(before[0, :-1], ids[0, 1:], reduction="none")
+    if arch.loss is not None:
+        with pytest.raises(LongRopeError, match=re.escape(arch.loss)):
+            token_nll(model, ids)
+        return
+    with torch.no_grad():
+        ours = token_nll(model, ids, chunk=100)[0]
+    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("arch", REFUSED, ids=lambda a: a.model_type)

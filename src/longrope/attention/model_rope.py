@@ -367,7 +367,7 @@ def _read(model, name, config, model_type, originals) -> ModelRope:
         raise LongRopeError(f"{name}: none of its {layer_count} layers uses RoPE (all are NoPE): nothing to scale")
     nested = rope_layer_types(config)
     unknown = [t for t in nested if t not in layer_types]
-    if unknown:
+    if nested and len(unknown) == len(nested):  # DeepSeek-V4's main / compress: no table names a layer type
         raise LongRopeError(
             f"{name} keeps RoPE tables under labels that are not its layer types ({', '.join(unknown)}; layer types: "
             f"{', '.join(dict.fromkeys(map(str, layer_types))) or 'none'}): which layers rotate with which table is "

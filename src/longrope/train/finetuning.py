@@ -47,7 +47,7 @@ from longrope.attention import patch, rotary
 from longrope.data.corpus import get_corpus
 from longrope.errors import LongRopeError
 from longrope.hardware import model_record
-from longrope.loss import decoder_and_head, hidden_nll
+from longrope.loss import decoder_and_head, head_form, hidden_nll
 from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
 from longrope.train.config import FinetuneConfig
@@ -77,8 +77,8 @@ if TYPE_CHECKING:
 
 
 def _chunk_nll_sum(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk: int,
-                   logit_scale: float | None) -> torch.Tensor:
-    return hidden_nll(head, hidden, labels, chunk, logit_scale).sum()
+                   form: tuple[str, float]) -> torch.Tensor:
+    return hidden_nll(head, hidden, labels, chunk, form=form).sum()
 
 
 class ChunkedCausalLMLoss(nn.Module):
@@ -97,6 +97,7 @@ class ChunkedCausalLMLoss(nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """``position_ids`` [B, T] (e.g. PoSE's skipping ids); None: 0..T-1 as usual."""
         decoder, head = decoder_and_head(self.model)
+        form = head_form(self.model, input_ids)
         mask = None
         if position_ids is not None:
             # Without a mask, transformers (5.x) reads jumps in position ids as packed documents and attends only
@@ -105,15 +106,14 @@ class ChunkedCausalLMLoss(nn.Module):
         hidden = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                          use_cache=False).last_hidden_state[:, :-1]  # [B, T-1, H]
         labels = input_ids[:, 1:]  # [B, T-1]
-        scale = getattr(self.model, "logit_scale", None)
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, labels.shape[1], self.chunk):
             stop = min(start + self.chunk, labels.shape[1])
             part = (hidden[:, start:stop], labels[:, start:stop])
             if torch.is_grad_enabled():
-                total = total + checkpoint(_chunk_nll_sum, head, *part, self.chunk, scale, use_reentrant=False)
+                total = total + checkpoint(_chunk_nll_sum, head, *part, self.chunk, form, use_reentrant=False)
             else:
-                total = total + _chunk_nll_sum(head, *part, self.chunk, scale)
+                total = total + _chunk_nll_sum(head, *part, self.chunk, form)
         return total / labels.numel()
 
 
