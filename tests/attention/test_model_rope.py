@@ -164,3 +164,21 @@ def test_multimodal_positions_of_image_grids_are_refused_at_run_time():
     grid[1, 0, 3:] = 0
     with pytest.raises(LongRopeError, match="multimodal RoPE positions"):
         rotary(torch.zeros(1, 6, 1), grid)
+
+
+def test_a_model_cast_to_bf16_is_still_read():
+    """``model.to(torch.bfloat16)`` rounds the rotary module's inv_freq buffer: the check allows for exactly that."""
+    model = tiny_model(arch("llama")).to(torch.bfloat16)
+    assert model.model.rotary_emb.inv_freq.dtype == torch.bfloat16
+    apply(model, LinearSpec(factor=2.0))
+    assert model_rope(model).layouts == (HALF,)
+
+
+def test_string_attention_is_refused_where_it_would_turn_the_wrong_pairs():
+    from longrope.rope import StringSpec
+
+    with pytest.raises(LongRopeError, match="STRING attention is implemented for models with one half-split RoPE "
+                                            "table .* cohere has interleaved tables"):
+        apply(tiny_model(arch("cohere")), StringSpec())
+    with pytest.raises(LongRopeError, match="gemma3_text has one per layer type"):
+        apply(tiny_model(arch("gemma3_text")), StringSpec())

@@ -295,6 +295,26 @@ def _table(config, layer_type: str | None, layers: Sequence[int], name: str) -> 
     return RopeTable(layer_type, geometry, params, native, tuple(layers), sliding)
 
 
+class _Rounded(ScaledRotaryEmbedding):
+    """Our tables with the inverse frequencies rounded to ``dtype``: what a rotary module computes after
+    ``model.to(torch.bfloat16)`` cast its ``inv_freq`` buffer (used only to check the module, never installed)."""
+
+    def __init__(self, specs, geometry, layout, dtype: torch.dtype):
+        super().__init__(specs, geometry, layout)
+        self.dtype = dtype
+
+    def tables(self, seq_len, device):
+        inv, attention = super().tables(seq_len, device)
+        return inv.to(self.dtype).float(), attention
+
+
+def _frequency_dtype(module: nn.Module) -> torch.dtype | None:
+    """The reduced precision of a module's ``inv_freq`` buffers (None: float32 or better)."""
+    dtypes = [b.dtype for n, b in module.named_buffers() if "inv_freq" in n and b.is_floating_point()]
+    reduced = [d for d in dtypes if torch.finfo(d).eps > torch.finfo(torch.float32).eps]
+    return max(reduced, key=lambda d: torch.finfo(d).eps) if reduced else None
+
+
 def _check_site(module: nn.Module, tables: Sequence[RopeTable], name: str) -> str:
     """Call ``module`` for each of its tables and compare with ours; the layout it writes, or a refusal."""
     layout = None
@@ -315,7 +335,9 @@ def _check_site(module: nn.Module, tables: Sequence[RopeTable], name: str) -> st
             raise LongRopeError(f"{name}'s {type(module).__name__} writes {layout} and {found} tables for different "
                                 "layer types: not supported")
         layout = found
-        ours = ScaledRotaryEmbedding([table.native], table.geometry, layout)(x, positions)
+        rounded = _frequency_dtype(module)
+        ours = (ScaledRotaryEmbedding([table.native], table.geometry, layout) if rounded is None else
+                _Rounded([table.native], table.geometry, layout, rounded))(x, positions)
         difference = _difference(ours, out)
         if not difference <= PROBE_TOLERANCE:
             where = f" for its {table.layer_type} layers" if table.layer_type else ""
