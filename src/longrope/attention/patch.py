@@ -1,8 +1,10 @@
 """Apply a scaling spec to a live transformers model, in place, and undo it.
 
-`apply` swaps every rotary module of the model for one `ScaledRotaryEmbedding` (`longrope.attention.rotary`) and,
-for STRING specs, installs STRING attention (`longrope.attention.string`); `restore` puts the model's own modules
-back; `sequence_length` declares the length of the coming sequence to the length-dependent specs.
+`apply` swaps every rotary module of the model for a `ScaledRotaryEmbedding` (`longrope.attention.rotary`) that
+writes the same layout, scaling the layers the spec targets (`longrope.attention.model_rope`: every RoPE layer, or
+on per-layer-type models the full-attention ones by default), and, for STRING specs, installs STRING attention
+(`longrope.attention.string`); `restore` puts the model's own modules back; `sequence_length` declares the length
+of the coming sequence to the length-dependent specs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from longrope.attention.rotary import ScaledRotaryEmbedding, find_rotary_modules, model_geometry
+from longrope.attention.model_rope import model_rope
+from longrope.attention.rotary import HALF, ScaledRotaryEmbedding, model_geometry  # noqa: F401 (re-exported)
 from longrope.attention.string import install_string_attention, uninstall_string_attention
 from longrope.errors import LongRopeError
 from longrope.rope import RopeGeometry, RopeSpec, inv_freq_for
@@ -25,6 +28,7 @@ from longrope.rope.spec import StringSpec
 class _PatchRecord:
     originals: list[tuple[nn.Module, str, nn.Module]]
     spec: RopeSpec | tuple[RopeSpec, ...]
+    layer_type: str | None = None  # the layer type scaled, on per-layer-type models
 
 
 def check_window(spec: RopeSpec, geometry: RopeGeometry) -> None:
@@ -38,30 +42,40 @@ def check_window(spec: RopeSpec, geometry: RopeGeometry) -> None:
             "spec file to apply it at this model's window)")
 
 
-def apply(model: nn.Module, spec: RopeSpec | Sequence[RopeSpec]) -> nn.Module:
+def apply(model: nn.Module, spec: RopeSpec | Sequence[RopeSpec], layer_type: str | None = None) -> nn.Module:
     """Scale the model's RoPE in place with ``spec`` (or one spec per batch row) and return the model.
 
-    Applying again replaces the previous scaling (never stacks); `restore` brings back the original module.
-    STRING specs also install STRING attention.
+    ``layer_type``: on models with RoPE per layer type (Gemma 3), the layers to scale (default: the full
+    attention ones); the other layer types keep their own RoPE. Applying again replaces the previous scaling
+    (never stacks); `restore` brings back the original modules. STRING specs also install STRING attention.
     """
     specs = tuple(spec) if isinstance(spec, (list, tuple)) else (spec,)
     if not specs or not all(isinstance(s, RopeSpec) for s in specs):
         raise LongRopeError(f"apply() needs a RopeSpec or a list of them, got {spec!r}")
-    geometry = model_geometry(model)
+    rope = model_rope(model)
+    target = rope.target(layer_type)
+    geometry = target.geometry
     for s in specs:
         check_window(s, geometry)
         inv_freq_for(s.with_window(geometry.original_window), geometry, None)  # validate against this model
         if isinstance(s, StringSpec):
             s.resolved(geometry.original_window)
+    string_specs = [s for s in specs if isinstance(s, StringSpec)]
+    if string_specs and (rope.per_layer_type or rope.layouts != (HALF,)):
+        raise LongRopeError(f"STRING attention is implemented for models with one half-split RoPE table (Llama, "
+                            f"Mistral, Qwen2, Phi-3); {rope.model_type} has "
+                            f"{'one per layer type' if rope.per_layer_type else rope.layouts[0] + ' tables'}")
     restore(model)
     originals = []
-    module = ScaledRotaryEmbedding(specs, geometry)
-    for parent, attr, child in find_rotary_modules(model):
-        device = next(iter(child.buffers()), torch.empty(0)).device
-        setattr(parent, attr, module.to(device))
-        originals.append((parent, attr, child))
-    model._longrope_patch = _PatchRecord(originals, specs[0] if len(specs) == 1 else specs)
-    string_specs = [s for s in specs if isinstance(s, StringSpec)]
+    for site in rope.sites:
+        if site.layer_types is not None and target.layer_type not in site.layer_types:
+            continue  # a module serving none of the scaled layers
+        targets = None if site.layer_types is None else (target.layer_type,)
+        device = next(iter(site.module.buffers()), torch.empty(0)).device
+        module = ScaledRotaryEmbedding(specs, geometry, site.layout, targets, original=site.module).to(device)
+        setattr(site.parent, site.attr, module)
+        originals.append((site.parent, site.attr, site.module))
+    model._longrope_patch = _PatchRecord(originals, specs[0] if len(specs) == 1 else specs, target.layer_type)
     if string_specs:
         if len(string_specs) != len(specs) or len(set(string_specs)) != 1:
             restore(model)
@@ -86,6 +100,12 @@ def current_spec(model: nn.Module) -> RopeSpec | tuple[RopeSpec, ...] | None:
     """The spec applied by `apply`, or None for the model's own RoPE."""
     record = getattr(model, "_longrope_patch", None)
     return None if record is None else record.spec
+
+
+def scaled_layer_type(model: nn.Module) -> str | None:
+    """The layer type `apply` scaled on a per-layer-type model (None: a flat model, or not patched)."""
+    record = getattr(model, "_longrope_patch", None)
+    return None if record is None else record.layer_type
 
 
 def _scaled_modules(model: nn.Module) -> list[ScaledRotaryEmbedding]:

@@ -206,17 +206,17 @@ def spec_window(spec: RopeSpec, original_window: int) -> int:
 @contextmanager
 def applied(model: nn.Module, spec: RopeSpec | None):
     """Apply ``spec`` (None: the model's own RoPE) for the duration; put back whatever was there before."""
-    before = patch.current_spec(model)
+    before, layer_type = patch.current_spec(model), patch.scaled_layer_type(model)
     try:
         if spec is None:
             patch.restore(model)
         else:
-            patch.apply(model, spec)
+            patch.apply(model, spec, layer_type)
         yield model
     finally:
         patch.restore(model)
         if before is not None:
-            patch.apply(model, before)
+            patch.apply(model, before, layer_type)
 
 
 @dataclass

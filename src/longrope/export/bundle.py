@@ -40,12 +40,14 @@ def plan_export(model, spec: RopeSpec, *, target_window: int | None = None, loss
                 portable: bool = False, gguf: bool = False, gguf_source: str | Path | None = None) -> ExportPlan:
     """Check that ``spec`` can be exported from ``model`` (HF, and GGUF with ``gguf``) and say how; writes
     nothing. Raises `LongRopeError` for what a runtime cannot express unless ``lossy``."""
+    from longrope.attention.patch import scaled_layer_type
     from longrope.attention.rotary import model_geometry
 
-    geometry = model_geometry(model)
+    layer_type = scaled_layer_type(model)
+    geometry = model_geometry(model, layer_type)
     if portable:
         spec = portable_spec(spec)
-    hf = plan_hf_rope(model.config, spec, geometry, target_window, lossy, portable)
+    hf = plan_hf_rope(model.config, spec, geometry, target_window, lossy, portable, layer_type)
     if not gguf:
         return ExportPlan(spec, geometry, hf)
     if gguf_source is not None:

@@ -15,6 +15,12 @@ Architecture quirks handled here (transformers 5):
   YaRN, Llama-3) are written as ``longrope`` with equal short and long factors and an explicit attention
   factor, which computes the same frequencies.
 - Dynamic NTK uses ``max_position_embeddings`` itself as the original window, so for it that field stays L.
+- Per-layer-type configs (Gemma 3, Olmo 3, ...) keep one ``rope_parameters`` entry per layer type: only the
+  scaled type's entry is rewritten (default: the full attention layers), the others are kept as they are.
+- Keys of the original entry that belong to no scaling (``partial_rotary_factor``, Ministral 3's
+  ``llama_4_scaling_beta``, multimodal ``mrope_section``, ...) are kept: other parts of the model read them.
+- Phi-3.5-MoE's own rotary module reads ``short_mscale`` / ``long_mscale`` for every longrope config (and fails
+  without them): both are written, equal to the attention factor.
 """
 
 from __future__ import annotations
@@ -48,13 +54,21 @@ from longrope.rope import (
     save_spec,
     to_rope_parameters,
 )
+from longrope.rope.geometry import default_layer_type, layer_rope_parameters, rope_layer_types
 from longrope.rope.spec import LinearSpec, Llama3Spec, YarnSpec
 
 REPORT_FILE = "longrope_export.json"
 GGUF_NAME = "model.gguf"  # the GGUF written beside the HF files by `longrope export --gguf`
 
 # model_type -> the rope_type values its config accepts (None: every type transformers knows).
-ACCEPTED_ROPE_TYPES: dict[str, tuple[str, ...]] = {"phi3": ("default", "longrope")}
+ACCEPTED_ROPE_TYPES: dict[str, tuple[str, ...]] = {"phi3": ("default", "longrope"), "phimoe": ("default", "longrope")}
+# model types whose rotary module reads short_mscale / long_mscale of every longrope config.
+MSCALE_KEYS_REQUIRED = ("phimoe",)
+# rope_parameters keys that belong to a scaling; the others of an entry are kept on export (among them
+# original_max_position_embeddings, which Ministral 3's query scaling reads whatever the rope_type).
+SCALING_KEYS = ("rope_type", "type", "rope_theta", "factor", "attention_factor", "beta_fast", "beta_slow", "mscale",
+                "mscale_all_dim", "truncate", "short_factor", "long_factor", "low_freq_factor", "high_freq_factor",
+                "short_mscale", "long_mscale")
 
 
 class LossyExportWarning(UserWarning):
@@ -65,8 +79,10 @@ class LossyExportWarning(UserWarning):
 class HfRopePlan:
     """What an HF export writes: config fields, and what of the spec they cannot carry.
 
-    rope_parameters: the new ``config.rope_parameters`` (rope_theta included).
+    rope_parameters: the new rope_parameters of the scaled layers (rope_theta included).
     max_position_embeddings: the new ``config.max_position_embeddings``.
+    layer_type: the layer type scaled on a per-layer-type config (None: a flat config).
+    config_rope_parameters: the whole new ``config.rope_parameters`` (per layer type, or ``rope_parameters``).
     top_level: other config attributes to set (Phi-3's ``original_max_position_embeddings``).
     exported: the spec the config expresses exactly (the input minus what was lost).
     lost: what the config cannot express (empty unless ``lossy``).
@@ -79,6 +95,8 @@ class HfRopePlan:
     exported: RopeSpec | None = None
     lost: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    layer_type: str | None = None
+    config_rope_parameters: dict[str, Any] | None = None
 
 
 def reduce_spec(spec: RopeSpec, geometry: RopeGeometry) -> tuple[RopeSpec, list[str], float]:
@@ -155,18 +173,25 @@ def _portable_scale(params: dict[str, Any], spec: RopeSpec, geometry: RopeGeomet
 
 
 def plan_hf_rope(config, spec: RopeSpec, geometry: RopeGeometry | None = None, target_window: int | None = None,
-                 lossy: bool = False, portable: bool = False) -> HfRopePlan:
+                 lossy: bool = False, portable: bool = False, layer_type: str | None = None) -> HfRopePlan:
     """The config changes that make stock transformers compute what ``spec`` computes on this model.
 
-    ``portable`` exports `portable_spec(spec)` with the attention factor in every runtime's keys. Raises
-    `LongRopeError` when the spec does not fit the model (e.g. wrong number of factors), or when part of it
-    cannot be expressed and ``lossy`` is False.
+    ``portable`` exports `portable_spec(spec)` with the attention factor in every runtime's keys. ``layer_type``:
+    the layers scaled on a per-layer-type config (default: the full attention ones). Raises `LongRopeError` when
+    the spec does not fit the model (e.g. wrong number of factors), or when part of it cannot be expressed and
+    ``lossy`` is False.
     """
+    config = getattr(config, "get_text_config", lambda: config)()
+    nested = rope_layer_types(config)
+    if nested:
+        layer_type = layer_type or default_layer_type(config)
+    elif layer_type is not None:
+        raise LongRopeError(f"{type(config).__name__} has one RoPE table for every layer: layer types cannot be chosen")
     if portable:
         spec = portable_spec(spec)
     if not isinstance(spec, RopeSpec):
         raise LongRopeError(f"export needs one RopeSpec, got {spec!r}")
-    geometry = geometry or RopeGeometry.from_config(config)
+    geometry = geometry or RopeGeometry.from_config(config, layer_type)
     window = spec.original_window or geometry.original_window
     # Validate against the model: factor count, STRING's S/W.
     inv_freq_for(spec.with_window(geometry.original_window), geometry, None)
@@ -203,9 +228,16 @@ def plan_hf_rope(config, spec: RopeSpec, geometry: RopeGeometry | None = None, t
                 f"{exported.method} depends on the sequence length, so it cannot be written as fixed factors"
             )
     # Keep what the original rope_parameters carry besides the scaling (partial rotary factor, ...).
-    original = dict(getattr(config, "rope_parameters", None) or {})
-    if "partial_rotary_factor" in original:
-        params.setdefault("partial_rotary_factor", original["partial_rotary_factor"])
+    original = layer_rope_parameters(config, layer_type) or {}
+    for key, value in original.items():
+        if key not in SCALING_KEYS:
+            params.setdefault(key, value)
+    if model_type in MSCALE_KEYS_REQUIRED and params.get("rope_type") == "longrope":
+        attention = float(inv_freq_for(exported.with_window(geometry.original_window), geometry, None)[1])
+        params.setdefault("short_mscale", attention)
+        params.setdefault("long_mscale", attention)
+        notes.append(f"{model_type}'s rotary module reads short_mscale/long_mscale: both written ({attention:.6g}); "
+                     "it uses short_factor at every length, so export with --portable for lengths past the window")
 
     factor = float(getattr(exported, "factor", 1.0) or 1.0)
     if isinstance(exported, DynamicNTKSpec):
@@ -226,7 +258,14 @@ def plan_hf_rope(config, spec: RopeSpec, geometry: RopeGeometry | None = None, t
     if model_type == "phi3" or hasattr(config, "original_max_position_embeddings"):
         # Phi-3 reads this top-level field in preference to rope_parameters'.
         top_level["original_max_position_embeddings"] = int(window)
-    return HfRopePlan(params, max_positions, top_level, exported.with_window(window), lost, notes)
+    whole: dict[str, Any] = params
+    if nested:
+        whole = copy.deepcopy(dict(config.rope_parameters))
+        whole[layer_type] = params
+        kept = [t for t in nested if t != layer_type and whole.get(t) is not None]
+        if kept:
+            notes.append(f"rope_parameters per layer type: {layer_type} scaled, {', '.join(kept)} kept as they are")
+    return HfRopePlan(params, max_positions, top_level, exported.with_window(window), lost, notes, layer_type, whole)
 
 
 def _check_target(out_dir: Path, force: bool) -> None:
@@ -290,7 +329,7 @@ def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, targ
     of `plan_hf_rope` for these arguments when the caller already made it. Returns ``out_dir``.
     `longrope.export.export_model` adds the GGUF and plans both first.
     """
-    from longrope.attention.patch import current_spec
+    from longrope.attention.patch import current_spec, scaled_layer_type
     from longrope.attention.rotary import model_geometry
 
     out_dir = Path(out_dir).expanduser()
@@ -302,23 +341,26 @@ def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, targ
         raise LongRopeError("the model carries one spec per batch row; export needs exactly one spec")
     if target_window is not None and target_window < 1:
         raise LongRopeError(f"target window must be a positive number of tokens, got {target_window}")
-    geometry = model_geometry(model)
+    layer_type = scaled_layer_type(model)
+    geometry = model_geometry(model, layer_type)
     if portable:
         spec = portable_spec(spec)
     _check_target(out_dir, force)
     base_config = model.config
     if plan is None:
-        plan = plan_hf_rope(base_config, spec, geometry, target_window, lossy, portable)
+        plan = plan_hf_rope(base_config, spec, geometry, target_window, lossy, portable, layer_type)
     for item in plan.lost:
         warnings.warn(f"lossy export: dropped {item}", LossyExportWarning, stacklevel=2)
 
     config = clean_config(base_config)
-    config.rope_parameters = plan.rope_parameters
-    config.max_position_embeddings = plan.max_position_embeddings
+    text = config.get_text_config()  # the config itself, or a multimodal model's text part
+    text.rope_parameters = plan.config_rope_parameters if plan.config_rope_parameters is not None \
+        else plan.rope_parameters
+    text.max_position_embeddings = plan.max_position_embeddings
     for key, value in plan.top_level.items():
-        setattr(config, key, value)
+        setattr(text, key, value)
     try:
-        config.validate_rope()
+        text.validate_rope()
     except ValueError as exc:
         raise LongRopeError(f"transformers rejects the exported rope_parameters: {exc}") from None
 
@@ -331,6 +373,7 @@ def export_hf(model, tokenizer, spec: RopeSpec | None, out_dir: str | Path, targ
             "spec": spec.with_window(geometry.original_window).to_dict(),
             "exported": plan.exported.to_dict() if plan.exported else None,
             "rope_parameters": plan.rope_parameters,
+            "layer_type": plan.layer_type,
             "max_position_embeddings": plan.max_position_embeddings,
             "lost": plan.lost,
             "notes": plan.notes,

@@ -7,6 +7,14 @@
 
 Three checks each: logits of a prompt below the original window, of one above it, and a greedy generation that
 starts inside the window and ends past it (the case where runtimes disagree on short vs long factors).
+
+When stock transformers and our patched model disagree, `suspect_side` says which side is suspect from what can
+be measured: our rotary module against the same model left unpatched (no scaling: they must agree), then our
+tables against the stock model's own rotary module under the exported config (they must agree for the export to
+express the spec); if both agree, the stock model computes something else from the same tables.
+
+Per-layer-type exports (Gemma 3) name the scaled layer type in ``longrope_export.json``; the reference keeps
+the other types' RoPE as exported.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import numpy as np
 import torch
 
 from longrope.errors import LongRopeError
-from longrope.export.hf import GGUF_NAME
+from longrope.export.hf import GGUF_NAME, REPORT_FILE, SCALING_KEYS
 from longrope.rope import SPEC_FILE, LongRopeSpec, RopeGeometry, RopeSpec, inv_freq_for, load_spec
 
 CHECKS = ("below window", "above window", "crossing generation")
@@ -105,14 +113,32 @@ def read_export(export_dir: str | Path) -> tuple[dict, RopeSpec]:
     return config, load_spec(spec_path)
 
 
-def export_geometry(config: dict, spec: RopeSpec) -> RopeGeometry:
+def export_layer_type(export_dir: Path) -> str | None:
+    """The layer type the export scaled (per-layer-type configs), from its ``longrope_export.json``."""
+    try:
+        return json.loads((Path(export_dir) / REPORT_FILE).read_text()).get("layer_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _text_part(config: dict) -> dict:
+    """The text model's part of a config.json (a multimodal model keeps it under ``text_config``)."""
+    text = config.get("text_config")
+    return text if isinstance(text, dict) and "rope_parameters" in text else config
+
+
+def export_geometry(config: dict, spec: RopeSpec, layer_type: str | None = None) -> RopeGeometry:
     """The original model's rotary geometry: the exported config's head size and base (as
-    `RopeGeometry.from_config` reads them), the spec's window."""
+    `RopeGeometry.from_config` reads them, for the scaled layer type), the spec's window."""
     if getattr(spec, "original_window", None) is None:
         raise LongRopeError(f"{SPEC_FILE} has no original_window; re-export with this version of longrope")
-    exported = RopeGeometry.from_config(SimpleNamespace(**config))
+    text = _text_part(config)
+    exported = RopeGeometry.from_config(SimpleNamespace(**text), layer_type)
     base = exported.base
-    if (config.get("rope_parameters") or {}).get("rope_type", "default") == "default" and spec.method == "ntk":
+    entry = text.get("rope_parameters") or {}
+    if layer_type is not None:
+        entry = entry.get(layer_type) or {}
+    if entry.get("rope_type", "default") == "default" and spec.method == "ntk":
         base /= spec.factor ** (exported.dim / (exported.dim - 2))  # NTK is exported as the base b * s^(d/(d-2))
     return dataclasses.replace(exported, base=base, original_window=int(spec.original_window))
 
@@ -131,23 +157,39 @@ def default_lengths(window: int, new_tokens: int) -> dict[str, int]:
 
 # -- our reference ---------------------------------------------------------------------------------------------
 
-def reference_model(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry):
-    """The export's weights under the original RoPE, patched by us with ``spec``: what we promise it computes."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def reference_config(export_dir: Path, geometry: RopeGeometry, layer_type: str | None = None):
+    """The export's config with plain RoPE (base ``geometry.base``) on the scaled layers and the original window:
+    the model before scaling. The other layer types and every non-scaling key are kept."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(export_dir)
+    text = config.get_text_config()
+    params = json.loads(json.dumps(text.rope_parameters or {}))
+    entry = params[layer_type] if layer_type is not None else params
+    plain = {k: v for k, v in entry.items() if k not in SCALING_KEYS}
+    plain.update(rope_type="default", rope_theta=geometry.base)
+    if layer_type is not None:
+        params[layer_type] = plain
+    else:
+        params = plain
+    text.rope_parameters = params
+    text.max_position_embeddings = geometry.original_window
+    if hasattr(text, "original_max_position_embeddings"):
+        text.original_max_position_embeddings = geometry.original_window
+    return config
+
+
+def reference_model(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry, layer_type: str | None = None,
+                    patched: bool = True):
+    """The export's weights under the original RoPE, patched by us with ``spec``: what we promise it computes
+    (``patched=False``: the same model left as transformers builds it)."""
+    from transformers import AutoModelForCausalLM
 
     from longrope.attention.patch import apply
 
-    config = AutoConfig.from_pretrained(export_dir)
-    params = {"rope_type": "default", "rope_theta": geometry.base}
-    partial = (config.rope_parameters or {}).get("partial_rotary_factor")
-    if partial is not None:
-        params["partial_rotary_factor"] = partial
-    config.rope_parameters = params
-    config.max_position_embeddings = geometry.original_window
-    if hasattr(config, "original_max_position_embeddings"):
-        config.original_max_position_embeddings = geometry.original_window
+    config = reference_config(export_dir, geometry, layer_type)
     model = AutoModelForCausalLM.from_pretrained(export_dir, config=config, dtype=torch.float32).eval()
-    return apply(model, spec)
+    return apply(model, spec, layer_type) if patched else model
 
 
 def our_outputs(model, prompts: dict[str, torch.Tensor], new_tokens: int) -> dict[str, np.ndarray]:
@@ -274,10 +316,15 @@ def vllm_cos_sin(rope_parameters: dict, config: dict, geometry: RopeGeometry, po
 
 
 def vllm_rows(config: dict, spec: RopeSpec, geometry: RopeGeometry, lengths: dict[str, int],
-              new_tokens: int) -> list[CheckRow]:
+              new_tokens: int, layer_type: str | None = None) -> list[CheckRow]:
     """Our tables against vLLM's: frequencies (relative) and cos/sin scale must agree to 1e-6; the reported
     difference is the largest cos/sin gap over the check's positions."""
+    config = _text_part(config)
     params = config.get("rope_parameters") or {}
+    if layer_type is not None:
+        return [CheckRow("vLLM (rules)", check, "not modelled",
+                         advice=f"rope_parameters per layer type ({layer_type} scaled, the others kept): vLLM's "
+                                "handling of them is not modelled; check with vLLM itself") for check in CHECKS]
     rope_type = params.get("rope_type", "default")
     if rope_type != "longrope" or not isinstance(spec, LongRopeSpec):
         return [CheckRow("vLLM (rules)", check, "not modelled",
@@ -328,26 +375,90 @@ def compare(runtime: str, ours: dict[str, np.ndarray], theirs: dict[str, np.ndar
     return rows
 
 
+def _rotary_outputs(model, positions: torch.Tensor, layer_type: str | None) -> list:
+    """What each of the model's rotary modules returns for ``positions`` (for ``layer_type`` where it takes one)."""
+    from longrope.attention.model_rope import _call, _takes_layer_type
+    from longrope.attention.rotary import find_rotary_modules
+
+    out = []
+    x = torch.zeros(1, positions.shape[1], 1)
+    with torch.no_grad():
+        for _, _, module in find_rotary_modules(model):
+            takes = _takes_layer_type(module) or getattr(module, "targets", None) is not None
+            out.append(_call(module, x, positions, layer_type if takes else None))
+    return out
+
+
+def _max_gap(ours: list, theirs: list) -> float:
+    def flat(values):
+        return [v for item in values for v in ((item,) if isinstance(item, torch.Tensor) else item)]
+
+    a, b = flat(ours), flat(theirs)
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return math.inf
+    return max((float((x - y).abs().max()) for x, y in zip(a, b)), default=0.0)
+
+
+def suspect_side(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry, layer_type: str | None,
+                 prompt: torch.Tensor, length: int, tolerance: float = DEFAULT_TOLERANCE) -> str:
+    """Which side is suspect when stock transformers and our patched model disagree (module docstring)."""
+    from transformers import AutoModelForCausalLM
+
+    from longrope.attention.patch import apply, restore
+    from longrope.rope import NoScaling
+
+    model = reference_model(export_dir, spec, geometry, layer_type, patched=False)
+    with torch.no_grad():
+        unpatched = model(prompt, logits_to_keep=COMPARED_POSITIONS).logits
+        apply(model, NoScaling(), layer_type)
+        plain = model(prompt, logits_to_keep=COMPARED_POSITIONS).logits
+    gap = float((plain - unpatched).abs().max())
+    if not gap <= tolerance:
+        return (f"longrope is suspect: its patched model differs from the same model left unpatched even without "
+                f"scaling (max {gap:.3g}), so its rotary module does not reproduce this architecture: report it to "
+                "longrope with this table")
+    restore(model)
+    apply(model, spec, layer_type)
+    stock = AutoModelForCausalLM.from_pretrained(export_dir, dtype=torch.float32).eval()
+    positions = torch.arange(length)[None]
+    table_gap = _max_gap(_rotary_outputs(model, positions, layer_type), _rotary_outputs(stock, positions, layer_type))
+    if not table_gap <= 1e-5:
+        return (f"the export is suspect: stock transformers builds other rotary tables from the exported config "
+                f"than longrope's for the spec (max {table_gap:.3g}), so config.json does not express the spec on "
+                "this architecture: report it to longrope with this table")
+    return ("stock transformers is suspect: it rotates with the same tables as our patched model (checked) but "
+            "computes other logits, so this architecture uses its rope_parameters elsewhere too (attention scale, "
+            "per-layer RoPE); report it with this table")
+
+
 def verify_export(export_dir: str | Path, new_tokens: int = 8, lengths: dict[str, int] | None = None,
                   tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> VerifyReport:
     """Compare an export in stock transformers, llama.cpp (if installed) and vLLM's rules with our patched
     model (see the module docstring); ``report.differs`` is True when any runtime computes something else."""
     export_dir = Path(export_dir).expanduser()
     config, spec = read_export(export_dir)
-    geometry = export_geometry(config, spec)
+    layer_type = export_layer_type(export_dir)
+    geometry = export_geometry(config, spec, layer_type)
     lengths = {**default_lengths(geometry.original_window, new_tokens), **(lengths or {})}
-    vocab = int(config["vocab_size"])
+    vocab = int(_text_part(config)["vocab_size"])
     prompts = {check: prompt_ids(vocab, n, seed + i) for i, (check, n) in enumerate(lengths.items())}
-    report = VerifyReport(export_dir, (config.get("rope_parameters") or {}).get("rope_type", "default"),
-                          geometry.original_window, lengths)
-    ours = our_outputs(reference_model(export_dir, spec, geometry), prompts, new_tokens)
+    entry = _text_part(config).get("rope_parameters") or {}
+    entry = entry.get(layer_type) or {} if layer_type is not None else entry
+    report = VerifyReport(export_dir, entry.get("rope_type", "default"), geometry.original_window, lengths)
+    ours = our_outputs(reference_model(export_dir, spec, geometry, layer_type), prompts, new_tokens)
     crossing = ("transformers re-decides short/long factors on every forward call and keeps the KV cache "
                 "(Phi-3 re-prefills): keys rotated with the short table meet queries rotated with the long one. "
                 "Export with --portable, or declare the full length up front")
     stock = stock_transformers_outputs(export_dir, prompts, new_tokens)
-    report.rows += compare("transformers", ours, stock, tolerance,
-                           {"crossing generation": crossing, "default": "the stock model computes other logits: "
-                            "report it with this table"})
+    rows = compare("transformers", ours, stock, tolerance, {"crossing generation": crossing, "default": ""})
+    differing = [row for row in rows if row.status == "differs" and row.check != "crossing generation"]
+    if differing:  # not only the known short/long crossing: say which side is suspect
+        diagnosis = suspect_side(export_dir, spec, geometry, layer_type, prompts[differing[0].check],
+                                 max(lengths.values()) + new_tokens, tolerance)
+        for row in rows:
+            if row.status == "differs":
+                row.advice = diagnosis
+    report.rows += rows
     gguf = export_dir / GGUF_NAME
     if gguf.is_file():
         context = max(lengths.values()) + new_tokens
@@ -360,5 +471,5 @@ def verify_export(export_dir: str | Path, new_tokens: int = 8, lengths: dict[str
     else:
         report.rows += [CheckRow("llama.cpp", check, "not exported", advice="export with --gguf to check it")
                         for check in CHECKS]
-    report.rows += vllm_rows(config, spec, geometry, lengths, new_tokens)
+    report.rows += vllm_rows(config, spec, geometry, lengths, new_tokens, layer_type)
     return report

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from longrope import hardware
 from longrope.attention.blocked import blocked_attention_choice
-from longrope.attention.patch import current_spec
-from longrope.attention.rotary import model_geometry
+from longrope.attention.model_rope import ModelRope, model_rope
+from longrope.attention.patch import current_spec, scaled_layer_type
 from longrope.hardware import model_record
 from longrope.precision_options import DeviceOpt, DtypeOpt, check_precision
 from longrope.rope.spec import from_rope_parameters
@@ -23,6 +23,10 @@ from longrope.rope.spec import from_rope_parameters
 
 @dataclass
 class ModelInfo:
+    """What `longrope info` shows. rotary_dim, rope_base, original_window and critical_dim are those of the layers
+    a spec scales (the full attention layers on per-layer-type models); ``layer_types`` describes each RoPE table
+    (base, window, which layers) and ``rope_layers`` says which layers use RoPE at all (the rest are NoPE)."""
+
     architecture: str
     parameters: int
     head_dim: int
@@ -32,25 +36,67 @@ class ModelInfo:
     max_position_embeddings: int
     scaling: str
     critical_dim: int
+    rotary_layout: str
+    rope_layers: str
+    layer_types: dict[str, str]
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _ranges(indices) -> str:
+    """0,1,2,4 -> '0-2, 4'."""
+    out, run = [], []
+    for i in list(indices) + [None]:
+        if run and (i is None or i != run[-1] + 1):
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+            run = []
+        if i is not None:
+            run.append(i)
+    return ", ".join(out) or "none"
+
+
+def _rope_layers(rope: ModelRope) -> str:
+    if not rope.nope_layers:
+        return f"all {rope.layer_count}" if rope.layer_count else "all"
+    return f"{_ranges(rope.rope_layers)} (NoPE, no position embedding: {_ranges(rope.nope_layers)})"
+
+
+def _scaling_from_config(params: dict, max_positions: int) -> str:
+    try:
+        return from_rope_parameters(params, max_positions).describe()
+    except Exception:  # an exotic rope_type: show it as transformers names it
+        return str(params.get("rope_type", "default"))
+
+
+def _layer_types(rope: ModelRope, scaled: str | None, patched: bool, max_positions: int) -> dict[str, str]:
+    target = rope.target(scaled).layer_type
+    out = {}
+    for table in rope.tables:
+        g = table.geometry
+        window = f"sliding window {table.sliding_window}" if table.sliding_window else f"window {g.original_window}"
+        role = ("scaled by the applied spec" if patched and table.layer_type == target else
+                "a spec scales it by default" if not patched and table.layer_type == target else "keeps its RoPE")
+        scaling = _scaling_from_config(table.rope_parameters, max_positions)
+        out[table.name] = (f"base {g.base:g}, rotary dim {g.dim}, {window}, layers {_ranges(table.layers)}, "
+                           f"config scaling {scaling}; {role}")
+    return out
+
+
 def model_info(model) -> ModelInfo:
-    """Head dim, rope base, original window, current scaling and LongRoPE2's theoretical critical dimension."""
-    geometry = model_geometry(model)
-    config = model.config
+    """Head dim, rope base, original window, current scaling and LongRoPE2's theoretical critical dimension, the
+    rotary layout, which layers use RoPE and each layer type's RoPE."""
+    rope = model_rope(model)
     spec = current_spec(model)
+    target = rope.target(scaled_layer_type(model))
+    geometry = target.geometry
+    config = getattr(model.config, "get_text_config", lambda: model.config)()
     if spec is None:
-        params = dict(getattr(config, "rope_parameters", None) or {})
-        try:
-            scaling = from_rope_parameters(params, config.max_position_embeddings).describe()
-        except Exception:  # an exotic rope_type: show it as transformers names it
-            scaling = params.get("rope_type", "default")
-        scaling = f"{scaling} (model config)"
+        scaling = f"{_scaling_from_config(target.rope_parameters, config.max_position_embeddings)} (model config)"
     else:
         scaling = spec.describe() if hasattr(spec, "describe") else ", ".join(s.describe() for s in spec)
+    if target.layer_type is not None:
+        scaling = f"{scaling} on the {target.layer_type} layers"
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return ModelInfo(
         architecture=type(model).__name__,
@@ -62,6 +108,9 @@ def model_info(model) -> ModelInfo:
         max_position_embeddings=config.max_position_embeddings,
         scaling=scaling,
         critical_dim=geometry.critical_dim,
+        rotary_layout=", ".join(rope.layouts),
+        rope_layers=_rope_layers(rope),
+        layer_types=_layer_types(rope, scaled_layer_type(model), spec is not None, config.max_position_embeddings),
     )
 
 
@@ -110,6 +159,10 @@ def _show(title: str, values: dict, as_json: bool) -> None:
         return
     table = Table(title=escape(title), show_header=False)
     for key, value in values.items():
+        if isinstance(value, dict) and key == "layer_types":
+            for name, text in value.items():
+                table.add_row(f"RoPE of {name}", escape(str(text)))
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         elif isinstance(value, list):

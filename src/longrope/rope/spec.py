@@ -444,11 +444,17 @@ def from_rope_parameters(params: dict[str, Any], max_position_embeddings: int | 
     if kind == "dynamic":
         return DynamicNTKSpec(factor=float(params["factor"]), original_window=window)
     if kind == "yarn":
+        attention = params.get("attention_factor")
+        mscale, mscale_all_dim = params.get("mscale"), params.get("mscale_all_dim")
+        if attention is None and mscale and mscale_all_dim and float(params["factor"]) > 1:
+            # DeepSeek's form, as transformers reads it: (0.1 mscale ln s + 1) / (0.1 mscale_all_dim ln s + 1).
+            log = math.log(float(params["factor"]))
+            attention = float((0.1 * mscale * log + 1.0) / (0.1 * mscale_all_dim * log + 1.0))
         return YarnSpec(
             factor=float(params["factor"]),
             beta_fast=float(params.get("beta_fast") or 32.0),
             beta_slow=float(params.get("beta_slow") or 1.0),
-            attention_factor=params.get("attention_factor"),
+            attention_factor=attention,
             truncate=bool(params.get("truncate", True)),
             original_window=window,
         )

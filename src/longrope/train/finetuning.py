@@ -52,7 +52,7 @@ from longrope.attention import patch, rotary
 from longrope.data.corpus import get_corpus
 from longrope.errors import LongRopeError
 from longrope.hardware import model_record
-from longrope.loss import decoder_and_head, hidden_nll
+from longrope.loss import decoder_and_head, head_form, hidden_nll
 from longrope.progress import progress_bar
 from longrope.rope import RopeSpec
 from longrope.train.config import FinetuneConfig
@@ -83,8 +83,8 @@ if TYPE_CHECKING:
 
 
 def _chunk_nll_sum(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk: int,
-                   logit_scale: float | None, weight: torch.Tensor | None = None) -> torch.Tensor:
-    nll = hidden_nll(head, hidden, labels, chunk, logit_scale)
+                   form: tuple[str, float], weight: torch.Tensor | None = None) -> torch.Tensor:
+    nll = hidden_nll(head, hidden, labels, chunk, form=form)
     return (nll if weight is None else nll * weight).sum()
 
 
@@ -111,6 +111,7 @@ class ChunkedCausalLMLoss(nn.Module):
         has alone (tests/train/test_mixing.py checks it against the documents scored separately).
         """
         decoder, head = decoder_and_head(self.model)
+        form = head_form(self.model, input_ids)
         mask = weight = None
         if packed:
             if position_ids is None:
@@ -125,12 +126,11 @@ class ChunkedCausalLMLoss(nn.Module):
         hidden = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                          use_cache=False).last_hidden_state[:, :-1]  # [B, T-1, H]
         labels = input_ids[:, 1:]  # [B, T-1]
-        scale = getattr(self.model, "logit_scale", None)
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, labels.shape[1], self.chunk):
             stop = min(start + self.chunk, labels.shape[1])
             part = (hidden[:, start:stop], labels[:, start:stop])
-            args = (self.chunk, scale, None if weight is None else weight[:, start:stop])
+            args = (self.chunk, form, None if weight is None else weight[:, start:stop])
             if torch.is_grad_enabled():
                 total = total + checkpoint(_chunk_nll_sum, head, *part, *args, use_reentrant=False)
             else:
