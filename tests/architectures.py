@@ -234,8 +234,8 @@ ARCHITECTURES: list[Architecture] = [
     A("axk2", "A.X K2", note="multi-head latent attention"),
     A("bailing_hybrid", "Bailing hybrid (Ling)", {**HYBRID, "mlp_layer_types": ["dense", "dense"]},
       note="RoPE in the attention layers only"),
-    A("bamba", "Bamba", {"attn_layer_indices": [1]}, length=128, native=("yarn",),
-      note="Mamba 2 + attention; RoPE in the attention layers (128 tokens: its Mamba layers are slow on CPU)"),
+    A("bamba", "Bamba", {"attn_layer_indices": [1]}, length=96, native=("yarn",),
+      note="Mamba 2 + attention; RoPE in the attention layers (96 tokens: its Mamba layers are slow on CPU)"),
     A("beam", "BEAM", LT2, note="RoPE in the sliding layers, NoPE global layers"),
     A("bitnet", "BitNet"),
     A("blt", "BLT (byte latent transformer)", {"encoder_hash_byte_group_vocab": VOCAB, "encoder_config": SMALL,
@@ -274,7 +274,7 @@ ARCHITECTURES: list[Architecture] = [
     A("exaone4", "EXAONE 4", LT2, note="NoPE global layers when sliding"),
     A("exaone_moe", "EXAONE MoE", LT2, note="NoPE global layers when sliding"),
     A("falcon", "Falcon (rotary)", {"alibi": False}),
-    A("falcon_h1", "Falcon-H1", length=128, native=("yarn",), note="Mamba 2 + attention in every layer"),
+    A("falcon_h1", "Falcon-H1", length=96, native=("yarn",), note="Mamba 2 + attention in every layer"),
     A("flex_olmo", "FlexOlmo"),
     A("flint", "Flint", LT2, note="RoPE in the sliding layers, NoPE global"),
     A("gemma", "Gemma"),
@@ -300,7 +300,7 @@ ARCHITECTURES: list[Architecture] = [
     A("glm4", "GLM-4"),
     A("glm4_moe", "GLM-4.5 MoE"),
     A("glm4_moe_lite", "GLM-4.7 Flash", note="multi-head latent attention"),
-    A("glm_moe_dsa", "GLM-5", note="multi-head latent attention, sparse indexer"),
+    A("glm_moe_dsa", "GLM-5", length=128, note="multi-head latent attention, sparse indexer"),
     A("gpt_neox", "GPT-NeoX / Pythia", note="partial rotary"),
     A("gpt_neox_japanese", "GPT-NeoX Japanese", note="partial rotary"),
     A("gpt_oss", "gpt-oss", note="per-pair cos/sin"),
@@ -311,7 +311,7 @@ ARCHITECTURES: list[Architecture] = [
     A("granitemoe", "Granite MoE"),
     A("granitemoe_swa", "Granite MoE SWA", LT2, note="rotary module per base (layer_rope_theta; 0 = NoPE)"),
     A("granitemoehybrid", "Granite 4 hybrid", {"layer_types": ["mamba", "attention"], "position_embedding_type": "rope"},
-      length=128, native=("yarn",),
+      length=96, native=("yarn",),
       note="Mamba 2 + attention, with position_embedding_type='rope' (without it: no RoPE, refused)"),
     A("granitemoeshared", "Granite MoE shared"),
     A("helium", "Helium"),
@@ -386,8 +386,8 @@ ARCHITECTURES: list[Architecture] = [
     A("qwen3_5_text", "Qwen3.5 (text)", HYBRID, note="gated DeltaNet + attention; partial rotary"),
     A("qwen3_moe", "Qwen3 MoE"),
     A("qwen3_next", "Qwen3-Next", HYBRID, note="gated DeltaNet + attention; partial rotary"),
-    A("qwen4_exp", "Qwen4 exp (multimodal)", {"text_config": QWEN4}),
-    A("qwen4_exp_text", "Qwen4 exp (text)", QWEN4),
+    A("qwen4_exp", "Qwen4 exp (multimodal)", {"text_config": QWEN4}, length=128),
+    A("qwen4_exp_text", "Qwen4 exp (text)", QWEN4, length=128),
     A("recurrent_gemma", "RecurrentGemma", {"block_types": ["recurrent", "attention"]}, native=(),
       note="RG-LRU + local attention; its rotary module accepts no rope_type but default"),
     A("seed_oss", "Seed-OSS"),
@@ -414,6 +414,8 @@ def readme_table(architectures: list[Architecture] | None = None) -> str:
         elif arch.exact:
             result = "exact"
             checked = "plain RoPE" + "".join(f", {m}" for m in arch.native)
+            if arch.length != LENGTH:
+                checked += f" ({arch.length} tokens)"
         else:
             result = f"refused: {arch.refused}..."
             checked = "refusal"
