@@ -222,6 +222,13 @@ A = Architecture
 LT2 = {"layer_types": ["sliding_attention", "full_attention"]}  # one layer of each type
 HYBRID = {"layer_types": ["linear_attention", "full_attention"]}  # one linear-attention layer, one attention layer
 SMALL = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+GEMMA3N = {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB,
+           "hidden_size_per_layer_input": 8, "num_kv_shared_layers": 0, "activation_sparsity_pattern": [0.0, 0.0],
+           "laurel_rank": 8, "altup_num_inputs": 2}
+GEMMA4 = {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB,
+          "hidden_size_per_layer_input": 8, "global_head_dim": 32}
+DOTS = {"q_lora_rank": 16, "head_dim": 32, "layer_types": ["sliding_attention", "indexed_attention"],
+        "mlp_layer_types": ["dense", "sparse"], "index_head_dim": 16, "index_n_heads": 2, "per_layer_config": {}}
 QWEN4 = {"layer_types": ["linear_attention", "indexed_attention"], "indexer_n_heads": 2, "indexer_kv_heads": 1,
          "indexer_head_dim": 16, "indexer_budget": 16, "indexer_compress_ratio": 4}
 ARCHITECTURES: list[Architecture] = [
@@ -263,11 +270,11 @@ ARCHITECTURES: list[Architecture] = [
       "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]},
       note="RoPE per layer type; recurrent middle layers"),
     A("dots1", "dots.llm1"),
-    A("dots3_note", "dots.llm3 Note (multimodal)", {"text_config": {"q_lora_rank": 16, "head_dim": 32, "layer_types": ["sliding_attention", "indexed_attention"], "mlp_layer_types": ["dense", "sparse"], "index_head_dim": 16, "index_n_heads": 2, "per_layer_config": {}},
+    A("dots3_note", "dots.llm3 Note (multimodal)", {"text_config": DOTS,
       "vision_config": {"per_layer_config": {}, "adapter_in_dim": 16, "adapter_out_dim": 64},
       "audio_config": {"per_layer_config": {}, "adapter_input_size": 16, "adapter_output_size": 64}},
       note="RoPE per layer type; multi-head latent attention; the text model of a multimodal one"),
-    A("dots3_note_text", "dots.llm3 Note (text)", {"q_lora_rank": 16, "head_dim": 32, "layer_types": ["sliding_attention", "indexed_attention"], "mlp_layer_types": ["dense", "sparse"], "index_head_dim": 16, "index_n_heads": 2, "per_layer_config": {}}, note="RoPE per layer type; multi-head latent attention"),
+    A("dots3_note_text", "dots.llm3 Note (text)", DOTS, note="RoPE per layer type; multi-head latent attention"),
     A("emu3", "Emu3", note="the text model of a multimodal one"),
     A("ernie4_5", "ERNIE 4.5"),
     A("ernie4_5_moe", "ERNIE 4.5 MoE"),
@@ -283,16 +290,16 @@ ARCHITECTURES: list[Architecture] = [
       "vision_config": {"model_type": "siglip_vision_model", **SMALL, "image_size": 28, "patch_size": 14}},
       note="what AutoModelForCausalLM loads for Gemma 3 checkpoints; RoPE per layer type, the full-attention "
       "layers scaled"),
-    A("gemma3n", "Gemma 3n (multimodal)", {"text_config": {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "num_kv_shared_layers": 0, "activation_sparsity_pattern": [0.0, 0.0], "laurel_rank": 8, "altup_num_inputs": 2}}, skip="its vision tower needs the timm "
+    A("gemma3n", "Gemma 3n (multimodal)", {"text_config": GEMMA3N}, skip="its vision tower needs the timm "
       "package (not installed here); its text model gemma3n_text is checked"),
-    A("gemma3n_text", "Gemma 3n (text)", {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "num_kv_shared_layers": 0, "activation_sparsity_pattern": [0.0, 0.0], "laurel_rank": 8, "altup_num_inputs": 2}, note="RoPE per layer type"),
-    A("gemma4", "Gemma 4 (multimodal)", {"text_config": {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "global_head_dim": 32}},
+    A("gemma3n_text", "Gemma 3n (text)", GEMMA3N, note="RoPE per layer type"),
+    A("gemma4", "Gemma 4 (multimodal)", {"text_config": GEMMA4},
       refused="Gemma4ForConditionalGeneration (full_attention layers): rope_type 'proportional' is not supported"),
-    A("gemma4_text", "Gemma 4 (text)", {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "global_head_dim": 32},
+    A("gemma4_text", "Gemma 4 (text)", GEMMA4,
       refused="Gemma4ForCausalLM (full_attention layers): rope_type 'proportional' is not supported"),
-    A("gemma4_unified", "Gemma 4 unified (multimodal)", {"text_config": {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "global_head_dim": 32}},
+    A("gemma4_unified", "Gemma 4 unified (multimodal)", {"text_config": GEMMA4},
       refused="Gemma4UnifiedForConditionalGeneration (full_attention layers): rope_type 'proportional'"),
-    A("gemma4_unified_text", "Gemma 4 unified (text)", {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "global_head_dim": 32},
+    A("gemma4_unified_text", "Gemma 4 unified (text)", GEMMA4,
       refused="Gemma4UnifiedForCausalLM (full_attention layers): rope_type 'proportional' is not supported"),
     A("gemma3_text", "Gemma 3 (text)", LT2,
       note="RoPE per layer type: a spec scales the full-attention layers, sliding layers keep theirs"),
@@ -310,7 +317,8 @@ ARCHITECTURES: list[Architecture] = [
     A("granite_swa", "Granite SWA", LT2, note="rotary module per base (layer_rope_theta; 0 = NoPE)"),
     A("granitemoe", "Granite MoE"),
     A("granitemoe_swa", "Granite MoE SWA", LT2, note="rotary module per base (layer_rope_theta; 0 = NoPE)"),
-    A("granitemoehybrid", "Granite 4 hybrid", {"layer_types": ["mamba", "attention"], "position_embedding_type": "rope"},
+    A("granitemoehybrid", "Granite 4 hybrid", {"layer_types": ["mamba", "attention"],
+                                                "position_embedding_type": "rope"},
       length=96, native=("yarn",),
       note="Mamba 2 + attention, with position_embedding_type='rope' (without it: no RoPE, refused)"),
     A("granitemoeshared", "Granite MoE shared"),
