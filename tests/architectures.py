@@ -222,6 +222,13 @@ A = Architecture
 LT2 = {"layer_types": ["sliding_attention", "full_attention"]}  # one layer of each type
 HYBRID = {"layer_types": ["linear_attention", "full_attention"]}  # one linear-attention layer, one attention layer
 SMALL = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+GEMMA3N = {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB,
+           "hidden_size_per_layer_input": 8, "num_kv_shared_layers": 0, "activation_sparsity_pattern": [0.0, 0.0],
+           "laurel_rank": 8, "altup_num_inputs": 2}
+GEMMA4 = {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB,
+          "hidden_size_per_layer_input": 8, "global_head_dim": 32}
+DOTS = {"q_lora_rank": 16, "head_dim": 32, "layer_types": ["sliding_attention", "indexed_attention"],
+        "mlp_layer_types": ["dense", "sparse"], "index_head_dim": 16, "index_n_heads": 2, "per_layer_config": {}}
 QWEN4 = {"layer_types": ["linear_attention", "indexed_attention"], "indexer_n_heads": 2, "indexer_kv_heads": 1,
          "indexer_head_dim": 16, "indexer_budget": 16, "indexer_compress_ratio": 4}
 ARCHITECTURES: list[Architecture] = [
@@ -234,8 +241,8 @@ ARCHITECTURES: list[Architecture] = [
     A("axk2", "A.X K2", note="multi-head latent attention"),
     A("bailing_hybrid", "Bailing hybrid (Ling)", {**HYBRID, "mlp_layer_types": ["dense", "dense"]},
       note="RoPE in the attention layers only"),
-    A("bamba", "Bamba", {"attn_layer_indices": [1]}, length=128, native=("yarn",),
-      note="Mamba 2 + attention; RoPE in the attention layers (128 tokens: its Mamba layers are slow on CPU)"),
+    A("bamba", "Bamba", {"attn_layer_indices": [1]}, length=96, native=("yarn",),
+      note="Mamba 2 + attention; RoPE in the attention layers (96 tokens: its Mamba layers are slow on CPU)"),
     A("beam", "BEAM", LT2, note="RoPE in the sliding layers, NoPE global layers"),
     A("bitnet", "BitNet"),
     A("blt", "BLT (byte latent transformer)", {"encoder_hash_byte_group_vocab": VOCAB, "encoder_config": SMALL,
@@ -263,18 +270,18 @@ ARCHITECTURES: list[Architecture] = [
       "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]},
       note="RoPE per layer type; recurrent middle layers"),
     A("dots1", "dots.llm1"),
-    A("dots3_note", "dots.llm3 Note (multimodal)", {"text_config": {"q_lora_rank": 16, "head_dim": 32, "layer_types": ["sliding_attention", "indexed_attention"], "mlp_layer_types": ["dense", "sparse"], "index_head_dim": 16, "index_n_heads": 2, "per_layer_config": {}},
+    A("dots3_note", "dots.llm3 Note (multimodal)", {"text_config": DOTS,
       "vision_config": {"per_layer_config": {}, "adapter_in_dim": 16, "adapter_out_dim": 64},
       "audio_config": {"per_layer_config": {}, "adapter_input_size": 16, "adapter_output_size": 64}},
       note="RoPE per layer type; multi-head latent attention; the text model of a multimodal one"),
-    A("dots3_note_text", "dots.llm3 Note (text)", {"q_lora_rank": 16, "head_dim": 32, "layer_types": ["sliding_attention", "indexed_attention"], "mlp_layer_types": ["dense", "sparse"], "index_head_dim": 16, "index_n_heads": 2, "per_layer_config": {}}, note="RoPE per layer type; multi-head latent attention"),
+    A("dots3_note_text", "dots.llm3 Note (text)", DOTS, note="RoPE per layer type; multi-head latent attention"),
     A("emu3", "Emu3", note="the text model of a multimodal one"),
     A("ernie4_5", "ERNIE 4.5"),
     A("ernie4_5_moe", "ERNIE 4.5 MoE"),
     A("exaone4", "EXAONE 4", LT2, note="NoPE global layers when sliding"),
     A("exaone_moe", "EXAONE MoE", LT2, note="NoPE global layers when sliding"),
     A("falcon", "Falcon (rotary)", {"alibi": False}),
-    A("falcon_h1", "Falcon-H1", length=128, native=("yarn",), note="Mamba 2 + attention in every layer"),
+    A("falcon_h1", "Falcon-H1", length=96, native=("yarn",), note="Mamba 2 + attention in every layer"),
     A("flex_olmo", "FlexOlmo"),
     A("flint", "Flint", LT2, note="RoPE in the sliding layers, NoPE global"),
     A("gemma", "Gemma"),
@@ -283,16 +290,16 @@ ARCHITECTURES: list[Architecture] = [
       "vision_config": {"model_type": "siglip_vision_model", **SMALL, "image_size": 28, "patch_size": 14}},
       note="what AutoModelForCausalLM loads for Gemma 3 checkpoints; RoPE per layer type, the full-attention "
       "layers scaled"),
-    A("gemma3n", "Gemma 3n (multimodal)", {"text_config": {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "num_kv_shared_layers": 0, "activation_sparsity_pattern": [0.0, 0.0], "laurel_rank": 8, "altup_num_inputs": 2}}, skip="its vision tower needs the timm "
+    A("gemma3n", "Gemma 3n (multimodal)", {"text_config": GEMMA3N}, skip="its vision tower needs the timm "
       "package (not installed here); its text model gemma3n_text is checked"),
-    A("gemma3n_text", "Gemma 3n (text)", {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "num_kv_shared_layers": 0, "activation_sparsity_pattern": [0.0, 0.0], "laurel_rank": 8, "altup_num_inputs": 2}, note="RoPE per layer type"),
-    A("gemma4", "Gemma 4 (multimodal)", {"text_config": {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "global_head_dim": 32}},
+    A("gemma3n_text", "Gemma 3n (text)", GEMMA3N, note="RoPE per layer type"),
+    A("gemma4", "Gemma 4 (multimodal)", {"text_config": GEMMA4},
       refused="Gemma4ForConditionalGeneration (full_attention layers): rope_type 'proportional' is not supported"),
-    A("gemma4_text", "Gemma 4 (text)", {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "global_head_dim": 32},
+    A("gemma4_text", "Gemma 4 (text)", GEMMA4,
       refused="Gemma4ForCausalLM (full_attention layers): rope_type 'proportional' is not supported"),
-    A("gemma4_unified", "Gemma 4 unified (multimodal)", {"text_config": {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "global_head_dim": 32}},
+    A("gemma4_unified", "Gemma 4 unified (multimodal)", {"text_config": GEMMA4},
       refused="Gemma4UnifiedForConditionalGeneration (full_attention layers): rope_type 'proportional'"),
-    A("gemma4_unified_text", "Gemma 4 unified (text)", {"layer_types": ["sliding_attention", "full_attention"], "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 8, "global_head_dim": 32},
+    A("gemma4_unified_text", "Gemma 4 unified (text)", GEMMA4,
       refused="Gemma4UnifiedForCausalLM (full_attention layers): rope_type 'proportional' is not supported"),
     A("gemma3_text", "Gemma 3 (text)", LT2,
       note="RoPE per layer type: a spec scales the full-attention layers, sliding layers keep theirs"),
@@ -300,7 +307,7 @@ ARCHITECTURES: list[Architecture] = [
     A("glm4", "GLM-4"),
     A("glm4_moe", "GLM-4.5 MoE"),
     A("glm4_moe_lite", "GLM-4.7 Flash", note="multi-head latent attention"),
-    A("glm_moe_dsa", "GLM-5", note="multi-head latent attention, sparse indexer"),
+    A("glm_moe_dsa", "GLM-5", length=128, note="multi-head latent attention, sparse indexer"),
     A("gpt_neox", "GPT-NeoX / Pythia", note="partial rotary"),
     A("gpt_neox_japanese", "GPT-NeoX Japanese", note="partial rotary"),
     A("gpt_oss", "gpt-oss", note="per-pair cos/sin"),
@@ -310,8 +317,9 @@ ARCHITECTURES: list[Architecture] = [
     A("granite_swa", "Granite SWA", LT2, note="rotary module per base (layer_rope_theta; 0 = NoPE)"),
     A("granitemoe", "Granite MoE"),
     A("granitemoe_swa", "Granite MoE SWA", LT2, note="rotary module per base (layer_rope_theta; 0 = NoPE)"),
-    A("granitemoehybrid", "Granite 4 hybrid", {"layer_types": ["mamba", "attention"], "position_embedding_type": "rope"},
-      length=128, native=("yarn",),
+    A("granitemoehybrid", "Granite 4 hybrid", {"layer_types": ["mamba", "attention"],
+                                                "position_embedding_type": "rope"},
+      length=96, native=("yarn",),
       note="Mamba 2 + attention, with position_embedding_type='rope' (without it: no RoPE, refused)"),
     A("granitemoeshared", "Granite MoE shared"),
     A("helium", "Helium"),
@@ -386,8 +394,8 @@ ARCHITECTURES: list[Architecture] = [
     A("qwen3_5_text", "Qwen3.5 (text)", HYBRID, note="gated DeltaNet + attention; partial rotary"),
     A("qwen3_moe", "Qwen3 MoE"),
     A("qwen3_next", "Qwen3-Next", HYBRID, note="gated DeltaNet + attention; partial rotary"),
-    A("qwen4_exp", "Qwen4 exp (multimodal)", {"text_config": QWEN4}),
-    A("qwen4_exp_text", "Qwen4 exp (text)", QWEN4),
+    A("qwen4_exp", "Qwen4 exp (multimodal)", {"text_config": QWEN4}, length=128),
+    A("qwen4_exp_text", "Qwen4 exp (text)", QWEN4, length=128),
     A("recurrent_gemma", "RecurrentGemma", {"block_types": ["recurrent", "attention"]}, native=(),
       note="RG-LRU + local attention; its rotary module accepts no rope_type but default"),
     A("seed_oss", "Seed-OSS"),
@@ -414,6 +422,8 @@ def readme_table(architectures: list[Architecture] | None = None) -> str:
         elif arch.exact:
             result = "exact"
             checked = "plain RoPE" + "".join(f", {m}" for m in arch.native)
+            if arch.length != LENGTH:
+                checked += f" ({arch.length} tokens)"
         else:
             result = f"refused: {arch.refused}..."
             checked = "refusal"

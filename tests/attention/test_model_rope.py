@@ -152,6 +152,9 @@ def test_all_nope_and_no_rope_models_are_refused():
                                             r"position_embedding_type=None\)"):
         apply(tiny_model(Architecture("granitemoehybrid", "Granite", {"layer_types": ["mamba", "attention"]})),
               NoScaling())
+    zamba2 = {k: v for k, v in arch("zamba2").config.items() if k != "use_mem_rope"}
+    with pytest.raises(LongRopeError, match="Zamba2ForCausalLM has no rotary position embedding"):
+        apply(tiny_model(Architecture("zamba2", "Zamba2", zamba2)), NoScaling())
 
 
 def test_multimodal_positions_of_image_grids_are_refused_at_run_time():

@@ -17,4 +17,5 @@ from longrope.attention.model_rope import ModelRope
 from longrope.attention.patch import apply, current_spec, restore, sequence_length
 from longrope.attention.rotary import ScaledRotaryEmbedding, model_geometry
 
-__all__ = ["ModelRope", "ScaledRotaryEmbedding", "apply", "current_spec", "model_geometry", "restore", "sequence_length"]
+__all__ = ["ModelRope", "ScaledRotaryEmbedding", "apply", "current_spec", "model_geometry", "restore",
+           "sequence_length"]

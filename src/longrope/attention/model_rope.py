@@ -92,7 +92,8 @@ def _zero_theta(config) -> set[int]:
 
 def _global_nope(config) -> set[int]:
     """Hybrid models whose global (full-attention) layers use no RoPE, only the sliding ones do: Cohere 2 (but its
-    MoE's dense prefix layers, with ``force_rope``), BEAM, AFMoE and Flint always, EXAONE 4 / EXAONE-MoE / Kolibri when ``sliding_window`` is set (their attention rotates only
+    MoE's dense prefix layers, with ``force_rope``), BEAM, AFMoE and Flint always, EXAONE 4 / EXAONE-MoE / Kolibri
+    when ``sliding_window`` is set (their attention rotates only
     ``if self.sliding_window is None or self.is_sliding``)."""
     if config.model_type in SLIDING_ONLY_IF_WINDOW and getattr(config, "sliding_window", None) is None:
         return set()
