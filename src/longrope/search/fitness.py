@@ -349,7 +349,6 @@ class Evaluator:
                 )
         return results
 
-
     def _evaluate_two(self, specs: list[RopeSpec], rule) -> list[Evaluation]:
         """`evaluate` on two-objective data: both NLLs per document from one forward; ``rule`` races on both."""
         k = self.data.docs
