@@ -3,12 +3,22 @@ fixture pointing at it; small text corpora of stdlib files (fine-tuning and pipe
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from longrope.data.corpus import stdlib_root
+
+
+def pytest_configure(config):
+    # Two xdist workers share 2 cores: one torch thread each, or four threads contend for two cores and every
+    # matrix product waits on the other worker's. A single-process run keeps torch's own choice.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -115,7 +115,8 @@ def test_results_record_device_dtype_and_torch():
 @pytest.mark.parametrize("args", [
     ["eval", "ppl", "--device", "cuda:7"], ["eval", "passkey", "--dtype", "bf17"], ["search", "--factor", "4",
     "--device", "npu"], ["finetune", "--spec", "yarn", "--length", "64", "--steps", "1", "--device", "tpu"],
-    ["demo", "--dtype", "fp8"], ["info", "--device", "quantum"],
+    ["demo", "--dtype", "fp8"], ["info", "--device", "quantum"], ["extend", "--dtype", "fp9"],
+    ["extend", "--device", "cuda:7"], ["verify", "no-export-yet", "--device", "cuda:7"],
 ])
 def test_a_bad_device_or_dtype_fails_with_one_line_before_any_model_loads(args, tmp_path):
     if "cuda:7" in args and torch.cuda.device_count() > 7:

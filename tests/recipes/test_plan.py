@@ -369,3 +369,13 @@ def test_a_final_spec_that_is_not_there_is_never_reported(fakes, tmp_path, monke
     monkeypatch.setitem(progressive.STAGE_RUNNERS, "search_short", lambda stage, ctx, d, p: {"spec": "nowhere.json"})
     with pytest.raises(LongRopeError, match=r"final spec .*nowhere\.json does not exist"):
         progressive.extend(None, tmp_path / "out", plan=plan, progress=False)
+
+
+def test_extends_dtype_reaches_each_search_unless_the_stage_sets_its_own():
+    from longrope.recipes.plan import search_config
+
+    plan = parse_plan(plan_with(lambda d: d["stages"][2].update(dtype="bf16")))
+    searches = [s for s in plan.stages if s.kind == "search"]
+    assert search_config(searches[0], plan, {"dtype": "fp32"}).dtype == "fp32"  # extend --dtype fp32
+    assert search_config(searches[1], plan, {"dtype": "fp32"}).dtype == "bf16"  # the stage's own wins
+    assert search_config(searches[0], plan).dtype == "auto"

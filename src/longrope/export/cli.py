@@ -14,6 +14,7 @@ from rich.table import Table
 from longrope.errors import LongRopeError
 from longrope.hardware import parse_dtype
 from longrope.locks import output_lock
+from longrope.precision_options import DeviceOpt, check_precision
 from longrope.validation import check_number, check_output_dir
 
 console = Console()
@@ -140,8 +141,11 @@ def verify_command(
     tolerance: Annotated[float, typer.Option("--tolerance", help="Largest logit difference called 'same'")]
     = 2e-3,
     out: Annotated[Path | None, typer.Option("--out", help="Also write verify.json and verify.md here")] = None,
+    device: DeviceOpt = "auto",
 ):
     """Check that stock runtimes compute what we do for EXPORT_DIR (`longrope.export.verify_export`).
+
+    Both transformers sides run on --device, always in fp32 (bf16's rounding alone exceeds the tolerance).
 
     transformers runs in a separate process that never imports longrope; llama.cpp through llama-cpp-python
     when installed and the export has model.gguf; vLLM by its documented rules applied to the config. Each is
@@ -157,8 +161,9 @@ def verify_command(
         check_number(option, value, minimum=2)
     if out is not None:
         out = check_output_dir("--out", out)
+    check_precision(device, "fp32")
     lengths = {k: v for k, v in (("below window", below), ("above window", above)) if v is not None}
-    report = verify_export(export_dir, new_tokens=new_tokens, lengths=lengths, tolerance=tolerance)
+    report = verify_export(export_dir, new_tokens=new_tokens, lengths=lengths, tolerance=tolerance, device=device)
     console.print(f"{report.export_dir}: rope_type {report.rope_type}, original window {report.original_window}, "
                   "prompt lengths " + ", ".join(f"{k} {v}" for k, v in report.lengths.items()),
                   markup=False, soft_wrap=True)

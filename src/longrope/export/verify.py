@@ -180,15 +180,15 @@ def reference_config(export_dir: Path, geometry: RopeGeometry, layer_type: str |
 
 
 def reference_model(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry, layer_type: str | None = None,
-                    patched: bool = True):
+                    patched: bool = True, device: str | torch.device = "cpu"):
     """The export's weights under the original RoPE, patched by us with ``spec``: what we promise it computes
-    (``patched=False``: the same model left as transformers builds it)."""
+    (``patched=False``: the same model left as transformers builds it), in fp32 on ``device``."""
     from transformers import AutoModelForCausalLM
 
     from longrope.attention.patch import apply
 
     config = reference_config(export_dir, geometry, layer_type)
-    model = AutoModelForCausalLM.from_pretrained(export_dir, config=config, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(export_dir, config=config, dtype=torch.float32).eval().to(device)
     return apply(model, spec, layer_type) if patched else model
 
 
@@ -197,15 +197,17 @@ def our_outputs(model, prompts: dict[str, torch.Tensor], new_tokens: int) -> dic
     from longrope.eval.generation import greedy_generate
 
     out = {}
+    device = next(model.parameters()).device
     with torch.no_grad():
         for check in ("below window", "above window"):
-            ids = prompts[check]
+            ids = prompts[check].to(device)
             with sequence_length(model, ids.shape[1]):
                 logits = model(ids, logits_to_keep=COMPARED_POSITIONS).logits  # never [length x vocab]
-                out[check] = logits[0, -COMPARED_POSITIONS:].float().numpy()
+                out[check] = logits[0, -COMPARED_POSITIONS:].float().cpu().numpy()
         steps: list[torch.Tensor] = []
-        tokens = greedy_generate(model, prompts["crossing generation"], max_new_tokens=new_tokens, step_logits=steps)
-        out["crossing generation"] = torch.stack(steps).numpy()
+        tokens = greedy_generate(model, prompts["crossing generation"].to(device), max_new_tokens=new_tokens,
+                                 step_logits=steps)
+        out["crossing generation"] = torch.stack(steps).float().cpu().numpy()
         out["crossing tokens"] = np.asarray(tokens)
     return out
 
@@ -218,32 +220,33 @@ import json, sys
 import numpy as np, torch
 from transformers import AutoModelForCausalLM
 args = json.loads(sys.argv[1])
-model = AutoModelForCausalLM.from_pretrained(args["export_dir"], dtype=torch.float32).eval()
+model = AutoModelForCausalLM.from_pretrained(args["export_dir"], dtype=torch.float32).eval().to(args["device"])
 data = np.load(args["prompts"])
 out = {}
 with torch.no_grad():
     for check in ("below window", "above window"):
-        ids = torch.from_numpy(data[check])
-        out[check] = model(ids, logits_to_keep=args["positions"]).logits[0, -args["positions"]:].float().numpy()
-    ids = torch.from_numpy(data["crossing generation"])
+        ids = torch.from_numpy(data[check]).to(args["device"])
+        logits = model(ids, logits_to_keep=args["positions"]).logits
+        out[check] = logits[0, -args["positions"]:].float().cpu().numpy()
+    ids = torch.from_numpy(data["crossing generation"]).to(args["device"])
     result = model.generate(ids, max_new_tokens=args["new_tokens"], do_sample=False, output_logits=True,
                             return_dict_in_generate=True, pad_token_id=0, eos_token_id=None,
                             min_new_tokens=args["new_tokens"])
-    out["crossing generation"] = torch.stack([l[0] for l in result.logits]).float().numpy()
-    out["crossing tokens"] = result.sequences[0, ids.shape[1]:].numpy()
+    out["crossing generation"] = torch.stack([l[0] for l in result.logits]).float().cpu().numpy()
+    out["crossing tokens"] = result.sequences[0, ids.shape[1]:].cpu().numpy()
 assert "longrope" not in sys.modules, "the stock run imported longrope"
 np.savez(args["output"], **out)
 """
 
 
 def stock_transformers_outputs(export_dir: Path, prompts: dict[str, torch.Tensor], new_tokens: int,
-                               timeout: float = 3600) -> dict[str, np.ndarray]:
+                               timeout: float = 3600, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="longrope-verify-") as tmp:
         prompt_file, output = Path(tmp) / "prompts.npz", Path(tmp) / "stock.npz"
         np.savez(prompt_file, **{k: v.numpy() for k, v in prompts.items()})
         # Absolute: the child runs in the temporary directory, and a relative path would be read as a hub id.
         args = {"export_dir": str(export_dir.resolve()), "prompts": str(prompt_file), "output": str(output),
-                "positions": COMPARED_POSITIONS, "new_tokens": new_tokens}
+                "positions": COMPARED_POSITIONS, "new_tokens": new_tokens, "device": str(device)}
         proc = subprocess.run([sys.executable, "-c", _STOCK_SCRIPT, json.dumps(args)], capture_output=True,
                               text=True, timeout=timeout, cwd=tmp)
         if proc.returncode != 0:
@@ -381,7 +384,7 @@ def _rotary_outputs(model, positions: torch.Tensor, layer_type: str | None) -> l
     from longrope.attention.rotary import find_rotary_modules
 
     out = []
-    x = torch.zeros(1, positions.shape[1], 1)
+    x = torch.zeros(1, positions.shape[1], 1, device=positions.device)
     with torch.no_grad():
         for _, _, module in find_rotary_modules(model):
             takes = _takes_layer_type(module) or getattr(module, "targets", None) is not None
@@ -400,14 +403,16 @@ def _max_gap(ours: list, theirs: list) -> float:
 
 
 def suspect_side(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry, layer_type: str | None,
-                 prompt: torch.Tensor, length: int, tolerance: float = DEFAULT_TOLERANCE) -> str:
+                 prompt: torch.Tensor, length: int, tolerance: float = DEFAULT_TOLERANCE,
+                 device: str | torch.device = "cpu") -> str:
     """Which side is suspect when stock transformers and our patched model disagree (module docstring)."""
     from transformers import AutoModelForCausalLM
 
     from longrope.attention.patch import apply, restore
     from longrope.rope import NoScaling
 
-    model = reference_model(export_dir, spec, geometry, layer_type, patched=False)
+    model = reference_model(export_dir, spec, geometry, layer_type, patched=False, device=device)
+    prompt = prompt.to(device)
     with torch.no_grad():
         unpatched = model(prompt, logits_to_keep=COMPARED_POSITIONS).logits
         apply(model, NoScaling(), layer_type)
@@ -419,8 +424,8 @@ def suspect_side(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry, layer
                 "longrope with this table")
     restore(model)
     apply(model, spec, layer_type)
-    stock = AutoModelForCausalLM.from_pretrained(export_dir, dtype=torch.float32).eval()
-    positions = torch.arange(length)[None]
+    stock = AutoModelForCausalLM.from_pretrained(export_dir, dtype=torch.float32).eval().to(device)
+    positions = torch.arange(length, device=device)[None]
     table_gap = _max_gap(_rotary_outputs(model, positions, layer_type), _rotary_outputs(stock, positions, layer_type))
     if not table_gap <= 1e-5:
         return (f"the export is suspect: stock transformers builds other rotary tables from the exported config "
@@ -432,9 +437,15 @@ def suspect_side(export_dir: Path, spec: RopeSpec, geometry: RopeGeometry, layer
 
 
 def verify_export(export_dir: str | Path, new_tokens: int = 8, lengths: dict[str, int] | None = None,
-                  tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> VerifyReport:
+                  tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, device: str = "auto") -> VerifyReport:
     """Compare an export in stock transformers, llama.cpp (if installed) and vLLM's rules with our patched
-    model (see the module docstring); ``report.differs`` is True when any runtime computes something else."""
+    model (see the module docstring); ``report.differs`` is True when any runtime computes something else.
+
+    Both transformers sides run on ``device`` (``auto``: the GPU if there is one, `longrope.hardware`), always
+    in fp32: a comparison at a logit tolerance of a few 1e-3 means nothing in bf16, whose rounding alone is larger."""
+    from longrope.hardware import resolve_device
+
+    device = resolve_device(device)
     export_dir = Path(export_dir).expanduser()
     config, spec = read_export(export_dir)
     layer_type = export_layer_type(export_dir)
@@ -445,16 +456,16 @@ def verify_export(export_dir: str | Path, new_tokens: int = 8, lengths: dict[str
     entry = _text_part(config).get("rope_parameters") or {}
     entry = entry.get(layer_type) or {} if layer_type is not None else entry
     report = VerifyReport(export_dir, entry.get("rope_type", "default"), geometry.original_window, lengths)
-    ours = our_outputs(reference_model(export_dir, spec, geometry, layer_type), prompts, new_tokens)
+    ours = our_outputs(reference_model(export_dir, spec, geometry, layer_type, device=device), prompts, new_tokens)
     crossing = ("transformers re-decides short/long factors on every forward call and keeps the KV cache "
                 "(Phi-3 re-prefills): keys rotated with the short table meet queries rotated with the long one. "
                 "Export with --portable, or declare the full length up front")
-    stock = stock_transformers_outputs(export_dir, prompts, new_tokens)
+    stock = stock_transformers_outputs(export_dir, prompts, new_tokens, device=device)
     rows = compare("transformers", ours, stock, tolerance, {"crossing generation": crossing, "default": ""})
     differing = [row for row in rows if row.status == "differs" and row.check != "crossing generation"]
     if differing:  # not only the known short/long crossing: say which side is suspect
         diagnosis = suspect_side(export_dir, spec, geometry, layer_type, prompts[differing[0].check],
-                                 max(lengths.values()) + new_tokens, tolerance)
+                                 max(lengths.values()) + new_tokens, tolerance, device)
         for row in rows:
             if row.status == "differs":
                 row.advice = diagnosis

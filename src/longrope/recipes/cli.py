@@ -31,8 +31,12 @@ def extend_command(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip finished stages, resume the current one."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
     device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Progressive extension from a plan: search -> fine-tune -> search again -> short factors -> export.
+
+    --dtype is the searches' and the scoring's compute dtype where a stage sets none; fine-tuning keeps the
+    plan's [model] dtype as its weights.
 
     Each stage writes --out/NN-kind/ and a DONE marker; re-running the same command after an interruption
     skips finished stages and resumes the one that was running.
@@ -42,11 +46,12 @@ def extend_command(
 
     loaded_plan = load_plan(plan)  # a bad plan or --out fails here, before the first stage
     out = check_output_dir("--out", out)
-    check_precision(device, loaded_plan.dtype)
+    check_precision(device, loaded_plan.dtype)  # the fine-tuning weights' dtype: warned if slow here
+    check_precision(device, dtype)
     hint = (f"extension interrupted; finished stages are kept in {out} (a DONE marker each); continue with: "
             f"{rerun_command(drop=('--no-resume',))}")
     with output_lock(out), on_interrupt(hint):
-        final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan, device=device)
+        final = extend(plan, out, resume=resume, progress=progress, plan=loaded_plan, device=device, dtype=dtype)
     console.print(f"final spec: {final}", markup=False, soft_wrap=True)  # a path may hold brackets
 
 

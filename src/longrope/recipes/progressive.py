@@ -60,6 +60,7 @@ class PipelineContext:
     finetuned: bool = False
     stage_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"  # `longrope.hardware.resolve_device`: every stage's model goes there
+    dtype: str = "auto"  # forward dtype of searches and scoring where a stage sets none (auto: measured fastest)
     plan_dir: Path | None = None  # where the plan's relative paths are read (None: the plan file's directory)
 
     def load(self, dtype: str | None = None):
@@ -125,7 +126,7 @@ def run_search(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: bo
     from longrope.attention.rotary import model_geometry
 
     geometry = model_geometry(model)
-    config = search_config(stage, ctx.plan)
+    config = search_config(stage, ctx.plan, {"dtype": ctx.dtype})
     factor, length = config.target(geometry.original_window)
     if ctx.spec is not None and config.factor_file is None:
         seed = _stretched_seed(ctx.spec, factor, stage_dir, geometry)
@@ -161,7 +162,7 @@ def run_search_short(stage: Stage, ctx: PipelineContext, stage_dir: Path, progre
     if not isinstance(long_spec, LongRopeSpec):
         raise LongRopeError(f"{stage.label}: short factors complete a longrope spec, the current one is "
                             f"{long_spec.method}")
-    config = search_config(stage, ctx.plan, {"factor": long_spec.factor})
+    config = search_config(stage, ctx.plan, {"factor": long_spec.factor, "dtype": ctx.dtype})
     model, tokenizer = ctx.load()
     result = search_short(model, tokenizer, long_spec, config, stage_dir, resume=True, progress=progress)
     return {"spec": result.spec_path.name, "ppl": result.perplexity, "evaluations": result.evaluations}
@@ -199,7 +200,7 @@ def run_evaluate(stage: Stage, ctx: PipelineContext, stage_dir: Path, progress: 
     if settings:
         raise LongRopeError(f"{stage.label}: unknown field(s) {', '.join(stage.field_name(k) for k in settings)}; "
                             f"evaluate takes {', '.join(EVALUATE_KEYS)}")
-    model, tokenizer = ctx.load("auto")  # scoring only: the dtype measured fastest here
+    model, tokenizer = ctx.load(ctx.dtype)  # scoring only: the fine-tuning weights' dtype does not matter
     from longrope.attention.rotary import model_geometry
 
     window = model_geometry(model).original_window
@@ -326,12 +327,14 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = True, progress: bool = True,
-           plan: Plan | None = None, device: str = "auto") -> Path:
+           plan: Plan | None = None, device: str = "auto", dtype: str = "auto") -> Path:
     """Run a progressive plan (default: the shipped tiny plan) into ``out_dir``; return the final spec file.
 
-    Every stage runs on ``device`` (``auto``: the GPU if there is one, `longrope.hardware`).
-    Complete stages (``DONE`` marker, same plan up to them) are skipped; the first incomplete one resumes
-    from its own checkpoints. ``resume=False`` refuses an ``out_dir`` that already holds stages.
+    Every stage runs on ``device`` (``auto``: the GPU if there is one, `longrope.hardware`); searches and
+    scoring compute in ``dtype`` unless their stage sets one (``auto``: the fastest measured there), fine-tuning
+    keeps the plan's weights dtype. Complete stages (``DONE`` marker, same plan up to them) are skipped; the
+    first incomplete one resumes from its own checkpoints. ``resume=False`` refuses an ``out_dir`` that already
+    holds stages.
     """
     plan = plan or load_plan(plan_path)
     out_dir = Path(out_dir).expanduser()
@@ -341,7 +344,7 @@ def extend(plan_path: str | Path | None, out_dir: str | Path, resume: bool = Tru
         raise LongRopeError(f"{out_dir} already holds pipeline stages ({existing[0].name}, ...); resume it or choose "
                             "another output directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = PipelineContext(plan=plan, out_dir=out_dir, model=plan.model, device=device)
+    ctx = PipelineContext(plan=plan, out_dir=out_dir, model=plan.model, device=device, dtype=dtype)
     plan_copy, origin = out_dir / PLAN_COPY, out_dir / PLAN_ORIGIN
     if plan.source and Path(plan.source).is_file():
         ctx.plan_dir = Path(plan.source).resolve().parent
