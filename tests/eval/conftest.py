@@ -58,6 +58,8 @@ class OracleRetriever(nn.Module):
         self.prompt_lengths: list[int] = []
 
     def forward(self, input_ids, cache=None, use_cache=True, logits_to_keep=0, position_ids=None, **_):
+        if logits_to_keep > 1:  # a teacher-forced scoring of the answer (answer_loglik): no opinion, uniform
+            return SimpleNamespace(logits=torch.zeros(1, logits_to_keep, self.vocab), cache=None)
         if cache is None:
             self.prompt_lengths.append(input_ids.shape[1])
             visible = self.tokenizer.decode(input_ids[0, -self.window:].tolist())

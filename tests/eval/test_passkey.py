@@ -15,6 +15,7 @@ from longrope.eval.passkey import (
     CODE,
     NATURAL,
     PasskeyTemplate,
+    answer_loglik,
     build_passkey_prompt,
     check_answer_budget,
     evaluate_passkey,
@@ -137,3 +138,21 @@ def test_no_scaling_far_beyond_the_window_fails(tiny_loaded, tmp_path):
     data = json.loads(paths["json"].read_text())
     assert len(data["trials"]["none"]) == 5 and {"key", "depth", "output", "correct"} <= set(data["trials"]["none"][0])
     assert "| none |" in paths["markdown"].read_text()
+
+
+def test_answer_loglik_is_the_teacher_forced_mean_log_probability_of_the_answer_tokens(tiny_loaded):
+    model, tokenizer = tiny_loaded
+    prompt = build_passkey_prompt(tokenizer, 120, 48213, 0.4, "code")
+    answer = tokenizer(" 48213", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():  # reference: every position's logits, the answer's tokens picked by hand
+        full = torch.log_softmax(model(torch.tensor([prompt.ids.tolist() + answer])).logits[0].float(), dim=-1)
+    start = len(prompt.ids)
+    reference = sum(float(full[start - 1 + i, token]) for i, token in enumerate(answer)) / len(answer)
+    assert answer_loglik(model, prompt.ids, answer, 130) == pytest.approx(reference, abs=1e-5)
+
+    table = evaluate_passkey(model, tokenizer, {"none": None}, [120], trials=3, template="code", progress=False)
+    trials = table.trials["none"]
+    assert all(t.answer_loglik is not None and t.answer_loglik <= 0 for t in trials)
+    mean = table.to_dict()["answer_loglik"]["none"][120]
+    assert mean == pytest.approx(sum(t.answer_loglik for t in trials) / 3)
+    assert "Mean log-likelihood of the answer's tokens" in table.to_markdown()
