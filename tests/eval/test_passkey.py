@@ -156,3 +156,11 @@ def test_answer_loglik_is_the_teacher_forced_mean_log_probability_of_the_answer_
     mean = table.to_dict()["answer_loglik"]["none"][120]
     assert mean == pytest.approx(sum(t.answer_loglik for t in trials) / 3)
     assert "Mean log-likelihood of the answer's tokens" in table.to_markdown()
+
+
+def test_depths_are_stratified_so_both_ends_of_the_prompt_are_always_tested(tiny_loaded, oracle_factory):
+    _, tokenizer = tiny_loaded
+    oracle = oracle_factory(tokenizer, window=10_000)
+    trials = passkey_trials(oracle, tokenizer, [200], trials=20, seed=5, progress=False)
+    assert [int(t.depth * 20) for t in trials] == list(range(20))  # one trial in each twentieth
+    assert min(t.depth for t in trials) < 0.05 and max(t.depth for t in trials) >= 0.95

@@ -1,12 +1,12 @@
 """Passkey retrieval (Landmark Attention's protocol, as used by PI, YaRN and LongRoPE).
 
 A prompt of exactly ``length`` tokens: an instruction, filler made of one short neutral unit repeated, a line
-stating a random 5-digit key twice at a random depth, more filler, and a question. The model decodes about 10
-tokens greedily (KV cache, inside ``patch.sequence_length``); the trial is correct if the first integer in the
-output equals the key. Each trial also records the mean log-likelihood of the answer's tokens (`` 12345``)
-given the prompt, teacher-forced in one more forward: a continuous measure with less variance than the
-exact-match accuracy. Keys and depths come from a seeded RNG per (seed, length, trial), so every method sees
-the same prompts.
+stating a random 5-digit key twice, more filler, and a question. The model decodes about 10 tokens greedily (KV
+cache, inside ``patch.sequence_length``); the trial is correct if the first integer in the output equals the
+key. Depths are stratified (trial i of n lies in [i/n, (i+1)/n)), so every run covers the whole prompt, ends
+included. Each trial also records the mean log-likelihood of the answer's tokens (`` 12345``) given the prompt,
+teacher-forced in one more forward: a continuous measure with less variance than the exact-match accuracy.
+Keys and depths come from a seeded RNG per (seed, length, trial), so every method sees the same prompts.
 
 Three templates: ``natural`` (the published wording), ``code`` (comment-line filler, a ``PASS_KEY = 12345``
 line, question ``assert PASS_KEY ==``) for models trained on source code such as the built-in tiny model, and
@@ -234,7 +234,9 @@ def check_answer_budget(tokenizer, max_new_tokens: int) -> None:
 def passkey_trials(model: nn.Module, tokenizer, lengths: Sequence[int], trials: int = 10, seed: int = 0,
                    template: str | PasskeyTemplate = "natural", max_new_tokens: int = 10, progress: bool = True,
                    description: str = "passkey") -> list[PasskeyTrial]:
-    """``trials`` passkey trials at each length with the model as it is now (key and depth random per trial)."""
+    """``trials`` passkey trials at each length with the model as it is now: a random key per trial, depths
+    stratified (trial i's depth is random within [i/trials, (i+1)/trials)), so that every run covers the whole
+    prompt, both ends included, rather than wherever chance puts them."""
     lengths = _check_lengths(lengths)
     if trials < 1:
         raise LongRopeError(f"trials must be >= 1, got {trials}")
@@ -246,7 +248,7 @@ def passkey_trials(model: nn.Module, tokenizer, lengths: Sequence[int], trials: 
             for i in range(trials):
                 rng = trial_rng(seed, length, i)
                 key = rng.randint(*KEY_RANGE)
-                depth = rng.random()
+                depth = (i + rng.random()) / trials
                 out.append(run_passkey_trial(model, tokenizer, length, key, depth, template, max_new_tokens, i))
                 bar.advance(task)
     return out
