@@ -16,6 +16,7 @@ YaRN is fine-tuned with exactly the variant's stage-2 settings (mixed included):
 """
 
 import json
+import shutil
 import sys
 import time
 import tomllib
@@ -28,7 +29,7 @@ from longrope.recipes.plan import default_plan_path
 from longrope.rope import LinearSpec, YarnSpec
 from longrope.train import FinetuneConfig, finetune
 
-EVAL = {"docs": 20, "trials": 20, "seed": 7}
+EVAL = {"docs": 20, "trials": 40, "seed": 7}
 SHIPPED = default_plan_path().read_text()
 RETRIEVAL = next(line for line in SHIPPED.splitlines(keepends=True) if line.startswith("retrieval_fraction"))
 PLAIN = SHIPPED.replace(RETRIEVAL, "")  # the plan as first measured: plain train-split code only
@@ -48,6 +49,13 @@ VARIANTS = {
        for share, documents, suffix in ((0.1, "cut", ""), (0.2, "cut", ""), (0.3, "cut", ""),
                                         (0.3, "whole", "-whole"))},
 }
+# Issue 30, item 1: the 16x search with both objectives (LongRoPE2 as published); the stages before it are the base
+# variant's, so its finished search and fine-tune are reused (same fingerprints) and only the searches after them run.
+SEARCH16 = "factor = 16\n"
+TWO = {f"{base}-two": base for base in ("mixed30", "mixed10")}
+VARIANTS.update({name: VARIANTS[base].replace(
+    SEARCH16, SEARCH16 + 'objective = "ppl+needle"\nlongrope2 = true\nsearch_critical = true\n', 1)
+    for name, base in TWO.items()})
 # Baselines fine-tuned with the same data as a variant's stage 2.
 BASELINES = {"plain": ("pi", "yarn"), "shipped": ("yarn",),
              **{name: ("yarn",) for name in VARIANTS if name.startswith("mixed") and name != "mixed"}}
@@ -60,7 +68,7 @@ def baseline_finetunes(out: Path, variant: str) -> dict[str, Path]:
     stage = next(s for s in tomllib.loads(VARIANTS[variant])["stages"] if s["kind"] == "finetune")
     settings = {k: v for k, v in stage.items() if k != "kind"}
     for name in BASELINES.get(variant, ()):
-        target = out / f"{name}-ft-{variant}"
+        target = out / f"{name}-ft-{TWO.get(variant, variant)}"
         if not (target / "model").is_dir():
             start = time.perf_counter()
             model, tokenizer = load_model("tiny", dtype="float32")
@@ -79,6 +87,10 @@ def main(out: str, *variants: str) -> None:
         plan = root / f"{variant}.toml"
         plan.write_text(text)
         extend_dir = root / variant
+        if variant in TWO and (root / TWO[variant] / "02-finetune").is_dir() and not extend_dir.exists():
+            extend_dir.mkdir()
+            for stage in ("01-search", "02-finetune"):
+                shutil.copytree(root / TWO[variant] / stage, extend_dir / stage)
         start = time.perf_counter()
         extend(plan, extend_dir)
         print(f"{variant}: pipeline {time.perf_counter() - start:.0f} s", flush=True)

@@ -385,8 +385,27 @@ def test_two_objective_settings_and_their_errors(model, tmp_path):
     with pytest.raises(LongRopeError, match="without planted needles"):
         search(model, None, small_config(), tmp_path, data=small_needle_data(), progress=False)
     long = LongRopeSpec(long_factor=(4.0,) * 8, factor=4.0, original_window=16)
-    with pytest.raises(LongRopeError, match="short factors"):
-        search_short(model, None, long, small_config(objective="ppl+needle"), tmp_path, progress=False)
+    with pytest.raises(LongRopeError, match="with planted needles"):
+        search_short(model, None, long, small_config(objective="ppl+needle"), tmp_path, data=small_data(length=16),
+                     progress=False)
+
+
+def test_two_objective_short_factors_race_the_model_as_it_was_and_the_long_factors(model, baseline, tmp_path):
+    """Inside the window the rivals on the front are no scaling and the long spec unchanged; the shipped member
+    keeps the long factors and, where any member reaches the better rival's needle NLL, is one of those."""
+    from search_helpers import small_needle_data
+
+    data = small_needle_data(length=16, answer=2)
+    r = search_short(model, None, baseline.spec, small_config(objective="ppl+needle", generations=2), tmp_path,
+                     data=data, progress=False)
+    assert set(r.baselines) == {"none", "long_factors"}
+    assert r.spec.long_factor == baseline.spec.long_factor and len(r.spec.short_factor) == 8
+    best_rival = min(needle for _, needle in r.baselines.values())
+    chosen = next(row for row in r.front if row["chosen"])
+    reached = [row for row in r.front if row["needle"] <= best_rival]
+    assert reached and chosen["needle"] <= best_rival
+    assert chosen["fitness"] == min(row["fitness"] for row in reached)
+    assert json.loads((tmp_path / "front.json").read_text())["baselines"].keys() == r.baselines.keys()
 
 
 def test_a_forward_token_budget_caps_a_two_objective_search_at_a_one_objective_ones_cost(model, tmp_path):

@@ -126,6 +126,9 @@ def search_short(
 
     The paper's short-context recovery: fitness is the perplexity of documents cut to L tokens. The result's
     spec carries both lists. ``config.factor`` / ``target_length`` are ignored (the scale is ``long_spec``'s).
+    ``objective == "ppl+needle"``: needles planted in those documents too, and the front's rivals are the model
+    without scaling and ``long_spec`` as it is (`outputs.baseline_specs`), so the rule in `pareto.choose` keeps
+    the window's retrieval at least as good as the better of the two.
     """
     if not isinstance(long_spec, LongRopeSpec):
         raise LongRopeError(f"short factors complete a longrope spec, got {long_spec.method}")
@@ -133,21 +136,22 @@ def search_short(
     config.factor = long_spec.factor
     config.target_length = None
     config.validate()
-    if config.two_objectives:
-        raise LongRopeError("short factors are searched for perplexity inside the original window: use --objective "
-                            "ppl with --short")
     geometry = model_geometry(model)
     space = make_short_space(geometry, long_spec, config.lambda_max)
     length = geometry.original_window
     if data is None:
         data = build_fitness_data(
-            tokenizer, length, config.docs, config.corpus, config.split, config.data_seed
+            tokenizer, length, config.docs, config.corpus, config.split, config.data_seed,
+            needles_per_doc=config.needles_per_doc if config.two_objectives else 0,
         )
     elif data.length != length:
         raise LongRopeError(
             f"short-factor documents must have the original window's {length} tokens, got {data.length}"
         )
-    title = f"short factors at {length} tokens"
+    if data.two_objectives != config.two_objectives:
+        raise LongRopeError(f"objective {config.objective!r} needs fitness documents "
+                            f"{'with' if config.two_objectives else 'without'} planted needles (a needle mask)")
+    title = f"short factors at {length} tokens{', perplexity + needles' if config.two_objectives else ''}"
     return execute(model, space, geometry, data, config, out_dir, resume, progress, comm, None, title)
 
 

@@ -307,6 +307,32 @@ class Evaluator:
                 out.extend(zip(means, nll[:, needle].double().mean(dim=1).tolist()))
         return out
 
+    def _race(self, specs: list[RopeSpec], drops) -> tuple[list[tuple[list[float], ...]], list[int], list[bool], float]:
+        """Score ``specs`` document by document; a spec stops being scored once ``drops(*its scores so far)`` says
+        so (``drops`` None: never). Returns per spec one list of rounded per-document NLLs per objective, its
+        forward tokens and whether it was dropped, and the seconds per spec."""
+        objectives = 2 if self.data.two_objectives else 1
+        started = time.perf_counter()
+        scores = [tuple([] for _ in range(objectives)) for _ in specs]
+        tokens = [0] * len(specs)
+        dropped = [False] * len(specs)
+        active = list(range(len(specs)))
+        for j in range(self.data.docs):
+            if not active:
+                break
+            values = self._score([specs[i] for i in active], j)
+            still = []
+            for i, value in zip(active, values):
+                for column, v in zip(scores[i], value if objectives > 1 else (value,)):
+                    column.append(round_nll(v))
+                tokens[i] += self.data.length
+                if drops is not None and drops(*scores[i]):
+                    dropped[i] = True
+                else:
+                    still.append(i)
+            active = still
+        return scores, tokens, dropped, (time.perf_counter() - started) / max(1, len(specs))
+
     def evaluate(self, specs: list[RopeSpec], rule: RacingRule | None = None) -> list[Evaluation]:
         """Evaluate ``specs`` on every document, or, with a racing ``rule``, until the rule drops them.
 
@@ -316,37 +342,15 @@ class Evaluator:
         k = self.data.docs
         if rule is not None and len(rule.reference) != k:
             raise LongRopeError(f"racing reference has {len(rule.reference)} documents, the fitness {k}")
-        started = time.perf_counter()
-        per_doc: list[list[float]] = [[] for _ in specs]
-        tokens = [0] * len(specs)
-        dropped = [False] * len(specs)
-        bound_of = [math.inf] * len(specs)
-        active = list(range(len(specs)))
-        for j in range(k):
-            if not active:
-                break
-            values = self._score([specs[i] for i in active], j)
-            still = []
-            for i, value in zip(active, values):
-                per_doc[i].append(round_nll(value))
-                tokens[i] += self.data.length
-                if rule is not None and rule.drops(per_doc[i]):
-                    dropped[i] = True
-                    bound_of[i] = rule.bound(per_doc[i])
-                else:
-                    still.append(i)
-            active = still
-        seconds = (time.perf_counter() - started) / max(1, len(specs))
+        scores, tokens, dropped, seconds = self._race(specs, None if rule is None else rule.drops)
         results = []
-        for i in range(len(specs)):
-            if dropped[i]:
-                estimate = rule.estimate(per_doc[i])
-                results.append(Evaluation(per_doc[i], round_nll(bound_of[i]), False, tokens[i], seconds,
+        for (per_doc,), used, was_dropped in zip(scores, tokens, dropped):
+            if was_dropped:
+                estimate = rule.estimate(per_doc)
+                results.append(Evaluation(per_doc, round_nll(rule.bound(per_doc)), False, used, seconds,
                                           None if estimate is None else round_nll(estimate)))
             else:
-                results.append(
-                    Evaluation(per_doc[i], round_nll(sum(per_doc[i]) / k), True, tokens[i], seconds)
-                )
+                results.append(Evaluation(per_doc, round_nll(sum(per_doc) / k), True, used, seconds))
         return results
 
     def _evaluate_two(self, specs: list[RopeSpec], rule) -> list[Evaluation]:
@@ -356,38 +360,18 @@ class Evaluator:
             raise LongRopeError("a two-objective fitness races with a Pareto rule, not a one-objective one")
         if rule is not None and len(rule.per_doc[0][0]) != k:
             raise LongRopeError(f"racing references have {len(rule.per_doc[0][0])} documents, the fitness {k}")
-        started = time.perf_counter()
-        ppl: list[list[float]] = [[] for _ in specs]
-        needle: list[list[float]] = [[] for _ in specs]
-        tokens = [0] * len(specs)
-        dropped = [False] * len(specs)
-        active = list(range(len(specs)))
-        for j in range(k):
-            if not active:
-                break
-            values = self._score([specs[i] for i in active], j)
-            still = []
-            for i, (doc_value, needle_value) in zip(active, values):
-                ppl[i].append(round_nll(doc_value))
-                needle[i].append(round_nll(needle_value))
-                tokens[i] += self.data.length
-                if rule is not None and rule.drops(ppl[i], needle[i]):
-                    dropped[i] = True
-                else:
-                    still.append(i)
-            active = still
-        seconds = (time.perf_counter() - started) / max(1, len(specs))
+        scores, tokens, dropped, seconds = self._race(specs, None if rule is None else rule.drops)
         results = []
-        for i in range(len(specs)):
-            if dropped[i]:
-                bound, estimate = rule.bound(ppl[i], needle[i]), rule.estimate(ppl[i], needle[i])
+        for (ppl, needle), used, was_dropped in zip(scores, tokens, dropped):
+            if was_dropped:
+                bound, estimate = rule.bound(ppl, needle), rule.estimate(ppl, needle)
                 results.append(Evaluation(
-                    ppl[i], round_nll(bound[0]), False, tokens[i], seconds,
-                    None if estimate is None else round_nll(estimate[0]), None, needle[i], round_nll(bound[1]),
+                    ppl, round_nll(bound[0]), False, used, seconds,
+                    None if estimate is None else round_nll(estimate[0]), None, needle, round_nll(bound[1]),
                     None if estimate is None else round_nll(estimate[1])))
             else:
-                results.append(Evaluation(ppl[i], round_nll(sum(ppl[i]) / k), True, tokens[i], seconds,
-                                          needle_per_doc=needle[i], needle=round_nll(sum(needle[i]) / k)))
+                results.append(Evaluation(ppl, round_nll(sum(ppl) / k), True, used, seconds,
+                                          needle_per_doc=needle, needle=round_nll(sum(needle) / k)))
         return results
 
 

@@ -44,9 +44,13 @@ FRONT_FILE = "front.json"
 FRONT_PLOT_FILE = "front.png"
 
 
-def baseline_specs(factor: float, original_window: int) -> dict[str, RopeSpec]:
+def baseline_specs(factor: float, original_window: int, fixed_long: LongRopeSpec | None = None) -> dict[str, RopeSpec]:
     """The methods a two-objective search marks on its front, at scale ``factor``: no scaling, PI, NTK,
-    dynamic NTK and YaRN (the demo's and README's baselines)."""
+    dynamic NTK and YaRN (the demo's and README's baselines). A short-factor search (``fixed_long``: the long
+    spec it completes) works inside the original window, where the rivals are the model as it was and the long
+    factors used there too."""
+    if fixed_long is not None:
+        return {"none": NoScaling(), "long_factors": fixed_long}
     return {
         "none": NoScaling(),
         "pi": LinearSpec(factor=factor, original_window=original_window),

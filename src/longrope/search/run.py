@@ -214,7 +214,7 @@ class SearchRun:
             return
         import warnings
 
-        specs = baseline_specs(self.space.factor, self.geometry.original_window)
+        specs = baseline_specs(self.space.factor, self.geometry.original_window, self.space.fixed_long)
         names = list(specs)
         mine = names[self.comm.rank :: self.comm.world]
         before = self.evaluator.forward_tokens
