@@ -121,3 +121,16 @@ def test_demo_prints_where_it_wrote(tmp_path, monkeypatch):
     out = weird(tmp_path, "demo")
     assert f"written to {out}/ (demo.md" in invoke("demo", "--out", out)
 
+
+
+def test_a_method_named_by_its_spec_file_is_shown_as_written(model_dir, docs, tmp_path):
+    """The table's method name is the spec file's stem: markdown (`*`, `|`, `[...]`) and matplotlib's mathtext
+    (`$...$`) in it are shown literally, in the printed table, the markdown file and the plot."""
+    name = "*my|spec* [v2] $x$"
+    spec = save_spec(LinearSpec(factor=2.0), tmp_path / f"{name}.json")
+    out = tmp_path / "named"
+    output = invoke("eval", "ppl", "--model", model_dir, "--method", spec, "--lengths", "1x", "--n-docs", 1,
+                    "--corpus", docs, "--dtype", "fp32", "--quiet", "--out", out)
+    assert name in output
+    assert r"\*my\|spec\* \[v2\] \$x\$" in (out / "ppl.md").read_text()
+    assert (out / "ppl.png").stat().st_size > 0

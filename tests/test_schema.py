@@ -269,3 +269,24 @@ def test_non_utf8_and_too_deep_files_are_one_clear_error(tmp_path, reader, suffi
     assert_one_line_naming(refused.value, str(path))
     if isinstance(content, bytes):
         assert "not UTF-8" in str(refused.value)
+
+
+def test_an_unreadable_document_is_the_machines_fault_not_the_inputs(tmp_path, monkeypatch):
+    """A permission error is an `EnvironmentFailure` (the CLI exits 1), not bad input (exit 2); a missing file
+    stays bad input."""
+    from longrope.errors import EnvironmentFailure
+    from longrope.schema import read_document
+
+    path = tmp_path / "spec.json"
+    path.write_text("{}")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(EnvironmentFailure, match=r"cannot read spec file .*spec\.json: Permission denied"):
+        read_document(path, "spec file")
+    monkeypatch.undo()
+    with pytest.raises(LongRopeError, match="does not exist") as missing:
+        read_document(tmp_path / "none.json", "spec file")
+    assert not isinstance(missing.value, EnvironmentFailure)

@@ -2,11 +2,14 @@
 (`src/longrope/plans/tiny.toml`: search 4x -> fine-tune at 1024 -> search 16x -> short factors), PI and YaRN
 fine-tuned with the same budget, and plan variants that change only the fine-tuning stage. Searches read the
 validation split, fine-tuning the train split; every figure is on the test split (`compare_extension`: 20 files,
-20 passkey trials with the `code` template, evaluation seed 7, which no search or fine-tune uses).
+40 passkey trials with the `code` template, evaluation seed 7, which no search or fine-tune uses).
 Resumable: re-running skips finished stages and comparisons.
 
     python notes/experiments/progressive.py OUT [VARIANT ...]      # variants: shipped, plain, pose, mixed,
-                                                                   # mixed10, mixed20, mixed30, mixed30-whole
+                                                                   # mixed10, mixed20, mixed30, mixed30-whole,
+                                                                   # mixed10-two, mixed30-two (16x search with
+                                                                   # both objectives), mixed10-both, mixed30-both
+                                                                   # (short factors too)
 
 Issue 30 (the share of short tokens in LongRoPE2's mixed context-window training): ``mixed10``/``20``/``30`` are
 the shipped plan (with its retrieval mixture, in both parts) with ``mixed = true``, that share of short tokens and
@@ -56,6 +59,14 @@ TWO = {f"{base}-two": base for base in ("mixed30", "mixed10")}
 VARIANTS.update({name: VARIANTS[base].replace(
     SEARCH16, SEARCH16 + 'objective = "ppl+needle"\nlongrope2 = true\nsearch_critical = true\n', 1)
     for name, base in TWO.items()})
+# ... and the short factors too (their rivals: no scaling and the long factors); the first three stages are the
+# "-two" variant's.
+SHORT = 'kind = "search_short"\n'
+BOTH = {f"{base}-both": f"{base}-two" for base in TWO.values()}
+VARIANTS.update({name: VARIANTS[two].replace(SHORT, SHORT + 'objective = "ppl+needle"\n', 1)
+                 for name, two in BOTH.items()})
+REUSED = {**{name: (base, ("01-search", "02-finetune")) for name, base in TWO.items()},
+          **{name: (two, ("01-search", "02-finetune", "03-search")) for name, two in BOTH.items()}}
 # Baselines fine-tuned with the same data as a variant's stage 2.
 BASELINES = {"plain": ("pi", "yarn"), "shipped": ("yarn",),
              **{name: ("yarn",) for name in VARIANTS if name.startswith("mixed") and name != "mixed"}}
@@ -68,7 +79,7 @@ def baseline_finetunes(out: Path, variant: str) -> dict[str, Path]:
     stage = next(s for s in tomllib.loads(VARIANTS[variant])["stages"] if s["kind"] == "finetune")
     settings = {k: v for k, v in stage.items() if k != "kind"}
     for name in BASELINES.get(variant, ()):
-        target = out / f"{name}-ft-{TWO.get(variant, variant)}"
+        target = out / f"{name}-ft-{TWO.get(variant, TWO.get(BOTH.get(variant), variant))}"
         if not (target / "model").is_dir():
             start = time.perf_counter()
             model, tokenizer = load_model("tiny", dtype="float32")
@@ -87,10 +98,12 @@ def main(out: str, *variants: str) -> None:
         plan = root / f"{variant}.toml"
         plan.write_text(text)
         extend_dir = root / variant
-        if variant in TWO and (root / TWO[variant] / "02-finetune").is_dir() and not extend_dir.exists():
+        if variant in REUSED and not extend_dir.exists():
+            source, stages = REUSED[variant]
             extend_dir.mkdir()
-            for stage in ("01-search", "02-finetune"):
-                shutil.copytree(root / TWO[variant] / stage, extend_dir / stage)
+            for stage in stages:
+                if (root / source / stage).is_dir():
+                    shutil.copytree(root / source / stage, extend_dir / stage)
         start = time.perf_counter()
         extend(plan, extend_dir)
         print(f"{variant}: pipeline {time.perf_counter() - start:.0f} s", flush=True)

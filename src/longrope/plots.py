@@ -22,7 +22,14 @@ def pyplot():
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Lay out ``fig``, write it as a PNG atomically (temp file + ``os.replace``) and close it."""
+    """Lay out ``fig``, write it as a PNG atomically (temp file + ``os.replace``) and close it.
+
+    Every text is drawn as written: labels carry user-chosen names (method names from spec files, paths), and
+    matplotlib would read ``$...$`` in them as mathtext (or fail on an odd number of ``$``)."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
     fig.tight_layout()
     path = Path(path)
     try:

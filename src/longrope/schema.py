@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from longrope.errors import LongRopeError
+from longrope.errors import EnvironmentFailure, LongRopeError
 
 try:
     import tomllib
@@ -190,8 +190,8 @@ def read_document(path: str | Path, what: str, fmt: str | None = None, missing_h
         raise LongRopeError(f"{what} {path} does not exist{missing_hint}") from None
     except IsADirectoryError:
         raise LongRopeError(f"{what} {path} is a directory, not a file") from None
-    except OSError as exc:
-        raise LongRopeError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except OSError as exc:  # a permission or a failing disk: the machine's fault, not the input's (exit 1)
+        raise EnvironmentFailure(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise LongRopeError(f"{what} {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
                             f"{exc.start}); save it as UTF-8") from None

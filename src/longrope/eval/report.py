@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,15 +72,25 @@ def interrupted_with(partial: Any) -> Iterator[None]:
         raise EvaluationInterrupted(partial) from exc
 
 
+# `_` only where it could open or close emphasis: inside a word (dynamic_ntk) it is text and stays readable.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|#$~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def markdown_text(value: str) -> str:
+    """``value`` escaped so that markdown (GitHub's and rich's) shows it as written: a method name read from a
+    spec file may hold ``*``, ``_``, ``|`` or ``[...]``."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", value)
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A GitHub markdown table; floats get 2-4 significant decimals."""
+    """A GitHub markdown table; floats get 2-4 significant decimals, text cells are shown as written."""
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
             if not math.isfinite(value):
                 return str(value)
             return f"{value:.2f}" if abs(value) >= 10 else f"{value:.3f}"
-        return str(value)
+        return markdown_text(str(value))
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
