@@ -62,9 +62,8 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def save_tiny_hf_dir(path):
-    """Write a tiny random Llama with a small byte-level BPE tokenizer to ``path`` (an ordinary HF directory that
-    `load_model` and transformers load; about a second to make); return ``path``."""
+def make_bpe_tokenizer():
+    """A small byte-level BPE (the kind the built-in tiny model uses), trained in memory; ids 0-2 are special."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -75,7 +74,13 @@ def save_tiny_hf_dir(path):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(["def hello(world):\n    return world + 1\n", "the quick brown fox jumps"] * 50, trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def save_tiny_hf_dir(path):
+    """Write a tiny random Llama with `make_bpe_tokenizer` to ``path`` (an ordinary HF directory that
+    `load_model` and transformers load; about a second to make); return ``path``."""
+    tokenizer = make_bpe_tokenizer()
     model = tiny_model("llama", vocab=len(tokenizer), window=32, layers=1, heads=2, kv_heads=1,
                        bos_token_id=0, eos_token_id=1, pad_token_id=2)
     model.save_pretrained(path)

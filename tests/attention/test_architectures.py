@@ -30,13 +30,7 @@ SKIPPED = [a for a in ARCHITECTURES if a.skip]
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a busy machine makes threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ids_of(arch: Architecture, length: int | None = None) -> torch.Tensor:

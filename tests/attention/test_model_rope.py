@@ -14,13 +14,7 @@ from longrope.models.info import model_info
 from longrope.rope import LinearSpec, NoScaling, RopeGeometry, YarnSpec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a busy machine makes threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def arch(model_type):

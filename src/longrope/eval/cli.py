@@ -276,7 +276,8 @@ def ppl_command(
 @eval_command("passkey")
 def passkey_command(
     target: EvalTarget,
-    trials: Annotated[int, typer.Option("--trials", help="Trials per length (random key and depth each)")] = 10,
+    trials: Annotated[int, typer.Option("--trials", help="Trials per length: a random key each, depths stratified "
+                                        "(trial i of n in [i/n, (i+1)/n) of the prompt)")] = 10,
     template: TemplateOpt = "auto",
     max_new_tokens: MaxNewTokensOpt = 10,
 ) -> None:
