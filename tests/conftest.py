@@ -84,4 +84,4 @@ def tiny(tiny_model_dir, cache):
     """A fresh (model, tokenizer) of the session's tiny test model (window 64), fp32, on CPU."""
     from longrope.models.loading import load_model
 
-    return load_model(str(tiny_model_dir))
+    return load_model(str(tiny_model_dir), dtype="float32")  # load_model's auto: bf16 on a bf16-fast CPU
