@@ -79,9 +79,9 @@ def forward_seconds(model, lengths: list[int]) -> dict[int, float]:
     device = next(model.parameters()).device
     out = {}
     with torch.no_grad():
-        token_nll(model, torch.randint(0, vocab, (1, min(lengths)), device=device))  # warm-up
         for n in sorted(lengths):
             ids = torch.randint(0, vocab, (1, n), device=device)
+            token_nll(model, ids)  # warm-up at this shape: oneDNN builds its bf16 kernels per shape, first call ~8x
             start = time.perf_counter()
             token_nll(model, ids)
             out[n] = time.perf_counter() - start
