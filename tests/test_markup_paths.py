@@ -122,7 +122,6 @@ def test_demo_prints_where_it_wrote(tmp_path, monkeypatch):
     assert f"written to {out}/ (demo.md" in invoke("demo", "--out", out)
 
 
-
 def test_a_method_named_by_its_spec_file_is_shown_as_written(model_dir, docs, tmp_path):
     """The table's method name is the spec file's stem: markdown (`*`, `|`, `[...]`) and matplotlib's mathtext
     (`$...$`) in it are shown literally, in the printed table, the markdown file and the plot."""

@@ -72,6 +72,13 @@ BASELINES = {"plain": ("pi", "yarn"), "shipped": ("yarn",),
              **{name: ("yarn",) for name in VARIANTS if name.startswith("mixed") and name != "mixed"}}
 
 
+def fine_tuned_as(variant: str) -> str:
+    """The variant whose fine-tune ``variant`` reuses (itself when it runs its own)."""
+    while variant in REUSED:
+        variant = REUSED[variant][0]
+    return variant
+
+
 def baseline_finetunes(out: Path, variant: str) -> dict[str, Path]:
     """PI and YaRN at 4x fine-tuned with the variant's stage-2 settings (the same budget and data)."""
     dirs = {}
@@ -79,7 +86,7 @@ def baseline_finetunes(out: Path, variant: str) -> dict[str, Path]:
     stage = next(s for s in tomllib.loads(VARIANTS[variant])["stages"] if s["kind"] == "finetune")
     settings = {k: v for k, v in stage.items() if k != "kind"}
     for name in BASELINES.get(variant, ()):
-        target = out / f"{name}-ft-{TWO.get(variant, TWO.get(BOTH.get(variant), variant))}"
+        target = out / f"{name}-ft-{fine_tuned_as(variant)}"
         if not (target / "model").is_dir():
             start = time.perf_counter()
             model, tokenizer = load_model("tiny", dtype="float32")

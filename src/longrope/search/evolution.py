@@ -46,6 +46,13 @@ from longrope.search.run import evaluation_model, execute
 from longrope.search.space import make_short_space, make_space, read_factor_file
 
 
+def _check_objective(data: FitnessData, config: SearchConfig) -> None:
+    """Documents given by the caller must carry needles exactly when the search has two objectives."""
+    if data.two_objectives != config.two_objectives:
+        raise LongRopeError(f"objective {config.objective!r} needs fitness documents "
+                            f"{'with' if config.two_objectives else 'without'} planted needles (a needle mask)")
+
+
 def search(
     model,
     tokenizer,
@@ -99,9 +106,7 @@ def search(
         raise LongRopeError(
             f"the fitness documents have {data.length} tokens but the target length is {length}"
         )
-    if data.two_objectives != config.two_objectives:
-        raise LongRopeError(f"objective {config.objective!r} needs fitness documents "
-                            f"{'with' if config.two_objectives else 'without'} planted needles (a needle mask)")
+    _check_objective(data, config)
     if config.portable and in_window is None:
         in_window = build_fitness_data(tokenizer, geometry.original_window, config.docs, config.corpus,
                                        config.split, config.data_seed)
@@ -148,9 +153,7 @@ def search_short(
         raise LongRopeError(
             f"short-factor documents must have the original window's {length} tokens, got {data.length}"
         )
-    if data.two_objectives != config.two_objectives:
-        raise LongRopeError(f"objective {config.objective!r} needs fitness documents "
-                            f"{'with' if config.two_objectives else 'without'} planted needles (a needle mask)")
+    _check_objective(data, config)
     title = f"short factors at {length} tokens{', perplexity + needles' if config.two_objectives else ''}"
     return execute(model, space, geometry, data, config, out_dir, resume, progress, comm, None, title)
 
