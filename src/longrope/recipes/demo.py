@@ -65,38 +65,65 @@ class DemoSettings:
 # from pip's cache) README's first command stays under 5 minutes.
 TIME_LIMIT = 200.0
 METHODS = 6  # none, pi, ntk, dynamic_ntk, yarn, searched: the rows of the table
-# A raced search scores ~0.75x the documents of a full one (BENCHMARKS.md section 3); 0.8 keeps the estimate safe.
-RACING_SHARE = 0.8
-PASSKEY_COST = 1.3  # a passkey trial: its prompt's forward, then ~10 tokens generated on the cache
+# The demo's full search with racing scored 776 of its 352 x 4 planned document rows (0.55; 2026-12-07, AVX-512-bf16
+# EPYC: search/result.json's forward_tokens / 2048); 0.6 keeps the estimate on the safe side.
+RACING_SHARE = 0.6
+# A passkey trial: the prompt's forward, the teacher-forced answer's log-likelihood (a second forward of the same
+# length), then ``PASSKEY_TOKENS`` greedy steps on the cache.
+PASSKEY_FORWARDS, PASSKEY_TOKENS = 2, 10
 MIN_EVAL_DOCS, MIN_TRIALS, MIN_GENERATIONS = 5, 5, 1
 
 
-def forward_seconds(model, lengths: list[int]) -> dict[int, float]:
-    """Seconds of one scoring forward (`longrope.loss.token_nll`, batch 1) at each length on this machine."""
+@dataclass
+class DemoTimings:
+    """What the demo's parts cost on this machine: ``forward`` = seconds of one batch-1 scoring forward per length
+    (the evaluations), ``search_row`` = seconds per document row of the search's batched forward at its length
+    (rows share a forward, so it is cheaper than a batch-1 one), ``decode`` = seconds of one generated token."""
+
+    forward: dict[int, float]
+    search_row: float
+    decode: float
+
+    def to_dict(self) -> dict:
+        return {"forward_seconds": {str(n): round(v, 4) for n, v in self.forward.items()},
+                "search_row_seconds": round(self.search_row, 4), "decode_seconds": round(self.decode, 4)}
+
+
+def _timed_nll(model, ids: torch.Tensor) -> float:
+    """Seconds of `longrope.loss.token_nll` on ``ids``, after one warm-up call at the same shape (oneDNN builds its
+    bf16 kernels per shape: a first call costs ~8x)."""
     from longrope.loss import token_nll
 
+    token_nll(model, ids)
+    start = time.perf_counter()
+    token_nll(model, ids)
+    return time.perf_counter() - start
+
+
+def measure_timings(model, lengths: list[int], search: SearchConfig) -> DemoTimings:
+    """Time one forward per evaluation length, one batched search forward and one decoding step (a few seconds)."""
     vocab = model.get_input_embeddings().num_embeddings
     device = next(model.parameters()).device
-    out = {}
+    ids = torch.randint(0, vocab, (max(search.batch, 1), max(lengths)), device=device)
     with torch.no_grad():
-        for n in sorted(lengths):
-            ids = torch.randint(0, vocab, (1, n), device=device)
-            token_nll(model, ids)  # warm-up at this shape: oneDNN builds its bf16 kernels per shape, first call ~8x
-            start = time.perf_counter()
-            token_nll(model, ids)
-            out[n] = time.perf_counter() - start
-    return out
+        forward = {n: _timed_nll(model, ids[:1, :n]) for n in sorted(lengths)}
+        search_row = _timed_nll(model, ids) / ids.shape[0]
+        model(ids[:1, :1], use_cache=False)  # warm-up at this shape
+        start = time.perf_counter()
+        model(ids[:1, :1], use_cache=False)
+        decode = time.perf_counter() - start
+    return DemoTimings(forward, search_row, decode)
 
 
-def estimate_seconds(settings: DemoSettings, seconds: dict[int, float], lengths: list[int]) -> dict[str, float]:
-    """Predicted seconds of the search, the perplexity table and the passkey table from per-forward times."""
-    search_length = max(lengths)
-    per_method = sum(seconds[n] for n in lengths)
+def estimate_seconds(settings: DemoSettings, timings: DemoTimings, lengths: list[int]) -> dict[str, float]:
+    """Predicted seconds of the search, the perplexity table and the passkey table from measured `DemoTimings`."""
+    per_method = sum(timings.forward[n] for n in lengths)
+    search = settings.search
+    trial = PASSKEY_FORWARDS * per_method + len(lengths) * PASSKEY_TOKENS * timings.decode
     return {
-        "search": settings.search.planned_evaluations() * settings.search.docs * seconds[search_length]
-        * RACING_SHARE,
+        "search": search.planned_evaluations() * search.docs * RACING_SHARE * timings.search_row,
         "perplexity": METHODS * settings.eval_docs * per_method,
-        "passkey": METHODS * settings.passkey_trials * per_method * PASSKEY_COST,
+        "passkey": METHODS * settings.passkey_trials * trial,
     }
 
 
@@ -107,7 +134,7 @@ class DemoBudget:
     settings: DemoSettings
     estimate: dict[str, float]
     full_estimate: dict[str, float]
-    forward_seconds: dict[int, float]
+    timings: DemoTimings
 
     @property
     def fitted(self) -> bool:
@@ -119,29 +146,29 @@ class DemoBudget:
                 "eval_docs": self.settings.eval_docs, "passkey_trials": self.settings.passkey_trials,
                 "estimate_seconds": {k: round(v, 1) for k, v in self.estimate.items()},
                 "full_estimate_seconds": {k: round(v, 1) for k, v in self.full_estimate.items()},
-                "forward_seconds": {str(n): round(v, 4) for n, v in self.forward_seconds.items()}}
+                **self.timings.to_dict()}
 
 
-def fit_budget(settings: DemoSettings, seconds: dict[int, float], lengths: list[int],
+def fit_budget(settings: DemoSettings, timings: DemoTimings, lengths: list[int],
                limit: float = TIME_LIMIT) -> DemoBudget:
     """``settings`` unchanged when their predicted time is within ``limit`` seconds; else a smaller budget that
     fits: the evaluations get up to 40% of the time (fewer test documents and trials, never below 5 each) and
     the search the rest (fewer generations, at least one; the population is kept, so every seed is scored)."""
-    full = estimate_seconds(settings, seconds, lengths)
+    full = estimate_seconds(settings, timings, lengths)
     if sum(full.values()) <= limit:
-        return DemoBudget(settings, full, full, seconds)
+        return DemoBudget(settings, full, full, timings)
     evaluation = full["perplexity"] + full["passkey"]
     share = min(1.0, 0.4 * limit / evaluation)
     fitted = dataclasses.replace(settings, eval_docs=max(MIN_EVAL_DOCS, math.floor(settings.eval_docs * share)),
                                  passkey_trials=max(MIN_TRIALS, math.floor(settings.passkey_trials * share)))
-    used = estimate_seconds(fitted, seconds, lengths)
+    used = estimate_seconds(fitted, timings, lengths)
     search = settings.search
-    per_evaluation = search.docs * seconds[max(lengths)] * RACING_SHARE
+    per_evaluation = search.docs * RACING_SHARE * timings.search_row
     evaluations = (limit - used["perplexity"] - used["passkey"]) / per_evaluation
     children = max(1, search.mutations + search.crossovers)
     generations = int(min(search.generations, max(MIN_GENERATIONS, (evaluations - search.population) // children)))
     fitted = dataclasses.replace(fitted, search=dataclasses.replace(search, generations=generations))
-    return DemoBudget(fitted, estimate_seconds(fitted, seconds, lengths), full, seconds)
+    return DemoBudget(fitted, estimate_seconds(fitted, timings, lengths), full, timings)
 
 
 def _percent(accuracy: float | None) -> str:
@@ -210,13 +237,13 @@ def run_demo(out_dir: str | Path = "longrope-demo", settings: DemoSettings | Non
     window = model_geometry(model).original_window
     lengths = sorted({window * k for k in (1, 2, 4, settings.factor)})
     asked = settings
-    budget = fit_budget(asked, forward_seconds(model, lengths), lengths, time_limit if fit else math.inf)
+    budget = fit_budget(asked, measure_timings(model, lengths, asked.search), lengths, time_limit if fit else math.inf)
     settings = budget.settings
     full_minutes = sum(budget.full_estimate.values()) / 60
     if budget.fitted:
         console.print(
             f"     this machine needs ~{full_minutes:.0f} min for the full budget "
-            f"({budget.forward_seconds[max(lengths)]:.2f} s per {max(lengths)}-token forward); running one that fits "
+            f"({budget.timings.forward[max(lengths)]:.2f} s per {max(lengths)}-token forward); running one that fits "
             f"in ~{sum(budget.estimate.values()) / 60:.1f} min: {settings.search.generations} of "
             f"{asked.search.generations} search generations, {settings.eval_docs} of {asked.eval_docs} test "
             f"documents, {settings.passkey_trials} of {asked.passkey_trials} passkey trials. The full budget (the "
