@@ -117,6 +117,7 @@ def test_results_record_device_dtype_and_torch():
     "--device", "npu"], ["finetune", "--spec", "yarn", "--length", "64", "--steps", "1", "--device", "tpu"],
     ["demo", "--dtype", "fp8"], ["info", "--device", "quantum"], ["extend", "--dtype", "fp9"],
     ["extend", "--device", "cuda:7"], ["verify", "no-export-yet", "--device", "cuda:7"],
+    ["tiny", "train", "--test-size", "--device", "cuda:7"], ["tiny", "train", "--test-size", "--dtype", "fp8"],
 ])
 def test_a_bad_device_or_dtype_fails_with_one_line_before_any_model_loads(args, tmp_path):
     if "cuda:7" in args and torch.cuda.device_count() > 7:
@@ -125,7 +126,7 @@ def test_a_bad_device_or_dtype_fails_with_one_line_before_any_model_loads(args, 
     spec.write_text('{"method": "yarn", "factor": 2}')
     args = [str(spec) if a == "yarn" else a for a in args]
     done = subprocess.run([sys.executable, "-m", "longrope.cli", *args, "--out", str(tmp_path / "out")]
-                          if args[0] not in ("info",) else [sys.executable, "-m", "longrope.cli", *args],
+                          if args[0] not in ("info", "tiny") else [sys.executable, "-m", "longrope.cli", *args],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]

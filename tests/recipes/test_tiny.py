@@ -4,6 +4,8 @@ and a half-written cache directory is rebuilt rather than loaded."""
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -100,7 +102,7 @@ def test_marker_of_another_config_triggers_a_rebuild(tmp_path, monkeypatch):
     path.mkdir(parents=True)
     (path / MARKER).write_text(json.dumps({"config": {"name": "mini", "seed": 99}}))
     calls = []
-    monkeypatch.setattr(tiny_module, "train_tiny", lambda config, out, progress: calls.append(out) or out)
+    monkeypatch.setattr(tiny_module, "train_tiny", lambda config, out, **_: calls.append(out) or out)
     ensure_tiny(MINI)
     assert calls == [path]
 
@@ -203,3 +205,15 @@ def test_a_killed_build_resumes_from_its_checkpoint_and_ends_where_an_unbroken_o
     expected, got = load_file(unbroken / "model.safetensors"), load_file(out / "model.safetensors")
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype, autocast", [("fp32", "none (fp32)"), ("bf16", "bf16")])
+def test_the_build_runs_in_the_dtype_asked_for_and_records_it(tmp_path, dtype, autocast):
+    """`tiny train --dtype`: the body's autocast dtype (weights stay fp32); the marker says which and where."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # bf16 asked for on a CPU where it is slow: a warning only
+        out = tiny_module.train_tiny(replace(MINI, train_steps=2, checkpoints=1), tmp_path / dtype, progress=False,
+                                     device="cpu", dtype=dtype)
+    marker = tiny_metrics(out)
+    assert marker["autocast"] == autocast and marker["device"] == "cpu" and marker["torch"] == torch.__version__
+    assert math.isfinite(marker["metrics"]["ppl_in_window"])

@@ -62,7 +62,8 @@ def span_bits_per_char(model: nn.Module, tokenizer, corpus: Corpus, chars: int =
                                     stride=max(1, window // 2), progress=False).total_nll
         else:
             with torch.no_grad():
-                total_nll += token_nll(model, torch.tensor([ids]))[0].sum().item()
+                row = torch.tensor([ids], device=next(model.parameters()).device)
+                total_nll += token_nll(model, row)[0].sum().item()
         # Without BOS the first token is never predicted, so its characters are not counted.
         total_chars += len(span) - (0 if bos is not None else len(tokenizer.decode(body[:1])))
     return bits_per_char(total_nll, total_chars)

@@ -163,17 +163,22 @@ def train(
     test_size: bool = typer.Option(
         False, "--test-size", help="The much smaller model used by tests (seconds)."
     ),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Rebuild the tiny model (tokenizer + Llama) from scratch into the cache and print its metrics.
 
     The shipped model (`--model tiny`) is not touched. The rebuilt one is loaded by its name,
     `--model tiny-stdlib` (`tiny-stdlib-stepsN` with --steps N), or by the directory printed at the end.
     It takes about 30 minutes on 2 CPU cores; a killed build resumes from its last checkpoint and never leaves
-    a half-written model.
+    a half-written model. --dtype is the autocast dtype of the model's body (weights, head and loss stay fp32);
+    `auto` on a CPU is how the shipped model was built.
     """
+    check_precision(device, dtype)
     config = _config(test_size, steps)
     path = (
-        train_tiny(config, tiny_path(config), progress=True) if force else ensure_tiny(config, progress=True)
+        train_tiny(config, tiny_path(config), progress=True, device=device, dtype=dtype) if force
+        else ensure_tiny(config, progress=True, device=device, dtype=dtype)
     )
     console.print(f"model directory: {path}", markup=False, soft_wrap=True)
     console.print(metrics_table(path))

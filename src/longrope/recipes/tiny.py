@@ -61,25 +61,37 @@ def _token_stream(tokenizer, documents: list[Document]) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ scoring
 
 
-def body_precision():
-    """bf16 autocast where `longrope.hardware` measured bf16 fast on this CPU (the shipped model was built so),
-    else plain fp32: on an AVX2-only CPU bf16 products run ~60x slower."""
-    from longrope.hardware import autocast_dtype
+def body_dtype(device: torch.device, dtype: str | torch.dtype = "auto") -> torch.dtype | None:
+    """The autocast dtype of the model's body on ``device`` (None: plain fp32). ``auto``: bf16 where
+    `longrope.hardware` measured it fast (the shipped model was built so on a bf16-fast CPU), fp16 on a GPU
+    without bf16, else fp32: on an AVX2-only CPU bf16 products run ~60x slower."""
+    from longrope.hardware import autocast_dtype, resolve_precision
 
-    low = autocast_dtype(torch.device("cpu"))
-    return torch.autocast("cpu", dtype=low) if low is not None else contextlib.nullcontext()
+    if dtype == "auto":
+        return autocast_dtype(device)
+    chosen = resolve_precision(device, dtype).dtype
+    return None if chosen == torch.float32 else chosen
 
 
-def sequence_nll(model, ids: torch.Tensor, chunk: int = _LOSS_CHUNK) -> torch.Tensor:
+def body_precision(model=None, low: torch.dtype | None | str = "auto"):
+    """Autocast context for the body of ``model`` (on its device) in ``low`` (`body_dtype`'s choice by default)."""
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    low = body_dtype(device) if low == "auto" else low
+    return torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext()
+
+
+def sequence_nll(model, ids: torch.Tensor, chunk: int = _LOSS_CHUNK, low: torch.dtype | None | str = "auto"
+                 ) -> torch.Tensor:
     """Per-token negative log-likelihood (fp32, shape [T-1]) of a 1-D token sequence in one forward pass.
 
-    The body runs in bf16 autocast where bf16 is fast on this CPU (`body_precision`); the output head and the
-    loss run in fp32, ``chunk`` positions at a time.
+    The body runs in autocast to ``low`` (`body_dtype`'s choice by default: bf16 where it is fast); the output
+    head and the loss run in fp32, ``chunk`` positions at a time.
     Not `longrope.loss.hidden_nll`: that computes ``logsumexp - logit`` where this uses ``F.cross_entropy``, which
     differs in the last float32 bits (up to ~1e-6 nats), and the shipped model's recorded metrics came from this one.
     """
+    ids = ids.to(next(model.parameters()).device)
     with torch.no_grad():
-        with body_precision():
+        with body_precision(model, low):
             hidden = model.model(input_ids=ids[None], use_cache=False).last_hidden_state[0]  # [T, H]
         hidden = hidden.float()
         losses = []
@@ -90,16 +102,17 @@ def sequence_nll(model, ids: torch.Tensor, chunk: int = _LOSS_CHUNK) -> torch.Te
     return torch.cat(losses)
 
 
-def _window_nll(model, windows: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+def _window_nll(model, windows: torch.Tensor, batch_size: int = 32, low: torch.dtype | None | str = "auto"
+                ) -> torch.Tensor:
     """Per-position NLL [N, L-1] of N windows of L tokens (short windows: full logits are small)."""
     rows = []
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
-            batch = windows[start : start + batch_size]
-            with body_precision():
+            batch = windows[start : start + batch_size].to(next(model.parameters()).device)
+            with body_precision(model, low):
                 logits = model(input_ids=batch, use_cache=False).logits
             logits = logits[:, :-1].float()
-            rows.append(F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none"))
+            rows.append(F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").cpu())
     return torch.cat(rows)
 
 
@@ -110,15 +123,17 @@ def _random_windows(stream: torch.Tensor, count: int, length: int, bos: int, gen
     return torch.cat([torch.full((count, 1), bos, dtype=torch.long), body], dim=1)  # [count, length]
 
 
-def evaluate_tiny(model, tokenizer, config: TinyConfig, unigram_counts: np.ndarray) -> dict:
+def evaluate_tiny(model, tokenizer, config: TinyConfig, unigram_counts: np.ndarray,
+                  low: torch.dtype | None | str = "auto") -> dict:
     """Validation metrics: in-window ppl, unigram ppl on the same tokens, first vs last 64 positions, and ppl of
-    the same long documents cut to L, 2L, 4L, 8L tokens (truncate mode, BOS first, no RoPE scaling)."""
+    the same long documents cut to L, 2L, 4L, 8L tokens (truncate mode, BOS first, no RoPE scaling); the body in
+    autocast to ``low`` as in training."""
     model.eval()
     validation = StdlibCorpus("validation")
     stream = torch.from_numpy(_token_stream(tokenizer, list(validation.documents())))
     generator = torch.Generator().manual_seed(config.seed + 1)
     windows = _random_windows(stream, config.eval_windows, config.window, tokenizer.bos_token_id, generator)
-    nll = _window_nll(model, windows)  # [N, L-1]; column j scores the token at position j+1
+    nll = _window_nll(model, windows, low=low)  # [N, L-1]; column j scores the token at position j+1
 
     log_unigram = np.log((unigram_counts + 1.0) / (unigram_counts.sum() + unigram_counts.size))
     unigram_nll = -torch.from_numpy(log_unigram)[windows[:, 1:]]
@@ -142,7 +157,7 @@ def evaluate_tiny(model, tokenizer, config: TinyConfig, unigram_counts: np.ndarr
     )
     long_ppl = {}
     for length in lengths:
-        total = torch.cat([sequence_nll(model, sample[:length]) for sample in samples])
+        total = torch.cat([sequence_nll(model, sample[:length], low=low).cpu() for sample in samples])
         long_ppl[str(length)] = math.exp(total.mean().item())
     metrics["long_documents"] = len(samples)
     metrics["ppl_by_length_no_scaling"] = long_ppl
@@ -190,14 +205,20 @@ def _progress(console: Console) -> LoggedProgress:
     return LoggedProgress(*progress_columns("loss {task.fields[loss]:.3f}"), console=console)
 
 
-def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: bool = True) -> Path:
+def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: bool = True,
+               device: str | torch.device = "auto", dtype: str = "auto") -> Path:
     """Train the tokenizer and the model from scratch and save them to ``out_dir`` (default: the cache).
 
     The directory appears atomically, complete with its ``COMPLETE`` marker; an existing one is replaced.
+    ``device``/``dtype`` (`longrope.hardware`): where it trains and the autocast dtype of the model's body
+    (master weights, head and loss stay fp32); ``auto`` reproduces the shipped build on a CPU.
     """
+    from longrope.hardware import dtype_name, model_record, resolve_device
     from transformers import LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
+    target = resolve_device(device)
+    low = body_dtype(target, dtype)  # bad input fails here, before the tokenizer is trained
     out_dir = Path(out_dir) if out_dir is not None else cache_dir("models") / config.name
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True, quiet=not progress)
@@ -214,7 +235,7 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
 
     torch.manual_seed(config.seed)
     hf_logging.set_verbosity_error()  # no "generation flags" chatter from from-scratch construction
-    model = LlamaForCausalLM(tiny_llama_config(config, tokenizer))  # fp32 master weights
+    model = LlamaForCausalLM(tiny_llama_config(config, tokenizer)).to(target)  # fp32 master weights
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -232,6 +253,9 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
     trainables = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     done, losses, seconds_before = _resume(checkpoint, config, trainables, generator, rng, console)
     train_started = time.perf_counter() - seconds_before
+    # fp16 (a GPU without bf16) needs loss scaling; disabled, the scaler passes everything through unchanged.
+    # Its state is not checkpointed: a resumed fp16 build starts from the default scale again.
+    scaler = torch.amp.GradScaler(target.type, enabled=low == torch.float16)
     model.train()
     with _progress(console) as bar:
         task = bar.add_task(
@@ -245,11 +269,14 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
             for row in range(round(config.batch_size * config.retrieval_fraction)):
                 batch[row] = retrieval_window(stream, config.window, tokenizer, names, rng,
                                               config.retrieval_pairing, config.retrieval_digits)
-            with body_precision():
+            batch = batch.to(target)
+            with body_precision(model, low):
                 loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
@@ -260,10 +287,8 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
                                  time.perf_counter() - train_started)
     train_seconds = time.perf_counter() - train_started
 
-    from longrope.hardware import autocast_dtype, cpu_summary
-
     console.print("evaluating on the validation split")
-    metrics = evaluate_tiny(model, tokenizer, config, unigram_counts)
+    metrics = evaluate_tiny(model, tokenizer, config, unigram_counts, low)
     metrics["final_train_loss"] = sum(losses[-20:]) / len(losses[-20:])
 
     marker = {
@@ -275,8 +300,8 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "metrics": metrics,
-        "autocast": "bf16" if autocast_dtype(torch.device("cpu")) is not None else "none (fp32)",
-        "machine": cpu_summary(),
+        "autocast": dtype_name(low) if low is not None else "none (fp32)",
+        **{k: v for k, v in model_record(model).items() if k != "dtype"},  # device, torch, machine
     }
     _save(out_dir, model, tokenizer, documents, marker)
     checkpoint.unlink(missing_ok=True)
@@ -335,8 +360,10 @@ def _save(out_dir: Path, model, tokenizer, documents: list[Document], marker: di
 # ------------------------------------------------------------------------------------------ cache access
 
 
-def ensure_tiny(config: TinyConfig | None = None, progress: bool = False) -> Path:
-    """The cached model directory for ``config`` (default: ``TinyConfig.default()``), built on first use.
+def ensure_tiny(config: TinyConfig | None = None, progress: bool = False, device: str | torch.device = "auto",
+                dtype: str = "auto") -> Path:
+    """The cached model directory for ``config`` (default: ``TinyConfig.default()``), built on first use
+    (`train_tiny` on ``device`` in ``dtype``).
 
     A directory without a valid marker, or built from a different config, is removed and rebuilt.
     """
@@ -347,7 +374,7 @@ def ensure_tiny(config: TinyConfig | None = None, progress: bool = False) -> Pat
     if path.exists():
         shutil.rmtree(path)
     sweep_stale(path)  # build directories of killed processes go before a long build, not after it
-    return train_tiny(config, path, progress=progress)
+    return train_tiny(config, path, progress=progress, device=device, dtype=dtype)
 
 
 def load_tiny(config: TinyConfig | None = None):
