@@ -73,9 +73,9 @@ def body_dtype(device: torch.device, dtype: str | torch.dtype = "auto") -> torch
     return None if chosen == torch.float32 else chosen
 
 
-def body_precision(model=None, low: torch.dtype | None | str = "auto"):
+def body_precision(model, low: torch.dtype | None | str = "auto"):
     """Autocast context for the body of ``model`` (on its device) in ``low`` (`body_dtype`'s choice by default)."""
-    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    device = next(model.parameters()).device
     low = body_dtype(device) if low == "auto" else low
     return torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext()
 
