@@ -271,9 +271,13 @@ def model_record(model: torch.nn.Module) -> dict:
             "torch": torch.__version__, "machine": machine}
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The dtype for mixed precision (an fp32 model whose products run lower) on ``device``, or None for none:
-    bf16 where it is fast (CUDA with bf16, a bf16-fast CPU), fp16 on CUDA without it, else none."""
+def autocast_dtype(device: torch.device, dtype: str | torch.dtype = "auto") -> torch.dtype | None:
+    """The dtype for mixed precision (an fp32 model whose products run lower) on ``device``, or None for none.
+    ``auto``: bf16 where it is fast (CUDA with bf16, a bf16-fast CPU), fp16 on CUDA without it, else none; an
+    explicit ``dtype`` goes through `resolve_precision` (refused where missing, warned where slow), fp32 = none."""
+    if dtype != "auto":
+        chosen = resolve_precision(device, dtype).dtype
+        return None if chosen == torch.float32 else chosen
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_speeds().bf16_fast:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from longrope.data.corpus import StdlibCorpus, stdlib_split_of
 from longrope.data.retrieval import CURRICULUM_COMPOSED_NAMES, CURRICULUM_PAIRING
 from longrope.errors import LongRopeError
+from longrope.hardware import autocast_dtype
 from longrope.models.tiny import (
     MARKER, TRAIN_DOCUMENTS, TinyConfig, is_complete, tiny_metrics, tiny_path, with_steps)
 from longrope.recipes import tiny as tiny_module
@@ -221,4 +222,4 @@ def test_the_body_dtype_is_the_one_asked_for(dtype, expected):
     """Checked without training: a bf16 build on a CPU without fast bf16 would take minutes (a warning says so)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        assert tiny_module.body_dtype(torch.device("cpu"), dtype) == expected
+        assert autocast_dtype(torch.device("cpu"), dtype) == expected

@@ -61,22 +61,14 @@ def _token_stream(tokenizer, documents: list[Document]) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ scoring
 
 
-def body_dtype(device: torch.device, dtype: str | torch.dtype = "auto") -> torch.dtype | None:
-    """The autocast dtype of the model's body on ``device`` (None: plain fp32). ``auto``: bf16 where
-    `longrope.hardware` measured it fast (the shipped model was built so on a bf16-fast CPU), fp16 on a GPU
-    without bf16, else fp32: on an AVX2-only CPU bf16 products run ~60x slower."""
-    from longrope.hardware import autocast_dtype, resolve_precision
-
-    if dtype == "auto":
-        return autocast_dtype(device)
-    chosen = resolve_precision(device, dtype).dtype
-    return None if chosen == torch.float32 else chosen
-
-
 def body_precision(model, low: torch.dtype | None | str = "auto"):
-    """Autocast context for the body of ``model`` (on its device) in ``low`` (`body_dtype`'s choice by default)."""
+    """Autocast context for the body of ``model`` (on its device) in ``low``; ``auto``: `longrope.hardware`'s
+    `autocast_dtype` (bf16 where measured fast: the shipped model was built so on a bf16-fast CPU; plain fp32 on
+    an AVX2-only CPU, where bf16 products run ~60x slower)."""
+    from longrope.hardware import autocast_dtype
+
     device = next(model.parameters()).device
-    low = body_dtype(device) if low == "auto" else low
+    low = autocast_dtype(device) if low == "auto" else low
     return torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext()
 
 
@@ -84,7 +76,7 @@ def sequence_nll(model, ids: torch.Tensor, chunk: int = _LOSS_CHUNK, low: torch.
                  ) -> torch.Tensor:
     """Per-token negative log-likelihood (fp32, shape [T-1]) of a 1-D token sequence in one forward pass.
 
-    The body runs in autocast to ``low`` (`body_dtype`'s choice by default: bf16 where it is fast); the output
+    The body runs in autocast to ``low`` (`body_precision`'s choice by default: bf16 where it is fast); the output
     head and the loss run in fp32, ``chunk`` positions at a time.
     Not `longrope.loss.hidden_nll`: that computes ``logsumexp - logit`` where this uses ``F.cross_entropy``, which
     differs in the last float32 bits (up to ~1e-6 nats), and the shipped model's recorded metrics came from this one.
@@ -213,12 +205,12 @@ def train_tiny(config: TinyConfig, out_dir: str | Path | None = None, progress: 
     ``device``/``dtype`` (`longrope.hardware`): where it trains and the autocast dtype of the model's body
     (master weights, head and loss stay fp32); ``auto`` reproduces the shipped build on a CPU.
     """
-    from longrope.hardware import dtype_name, model_record, resolve_device
+    from longrope.hardware import autocast_dtype, dtype_name, model_record, resolve_device
     from transformers import LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
     target = resolve_device(device)
-    low = body_dtype(target, dtype)  # bad input fails here, before the tokenizer is trained
+    low = autocast_dtype(target, dtype)  # the body's; bad input fails here, before the tokenizer is trained
     out_dir = Path(out_dir) if out_dir is not None else cache_dir("models") / config.name
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True, quiet=not progress)
