@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from search_helpers import small_config, small_data, small_model
 
 from longrope.errors import LongRopeError
@@ -406,6 +407,22 @@ def test_two_objective_short_factors_race_the_model_as_it_was_and_the_long_facto
     assert reached and chosen["needle"] <= best_rival
     assert chosen["fitness"] == min(row["fitness"] for row in reached)
     assert json.loads((tmp_path / "front.json").read_text())["baselines"].keys() == r.baselines.keys()
+
+
+def test_the_long_factors_rival_of_a_short_factor_search_uses_them_inside_the_window():
+    """Inside its window a LongRoPE spec switches to its short factors (plain RoPE when it has none), so the rival
+    named "long_factors" must carry its long factors as short ones or it is the all-ones member again."""
+    from longrope.rope import RopeGeometry
+    from longrope.rope.frequencies import inv_freq_for
+    from longrope.search.outputs import baseline_specs
+
+    geometry = RopeGeometry(16, 10000.0, 16)
+    long = LongRopeSpec(long_factor=(1.0, 2.0, 3.0, 4.0, 4.0, 4.0, 4.0, 5.0), factor=4.0, original_window=16)
+    rival = baseline_specs(4.0, 16, long)["long_factors"]
+    inside, _ = inv_freq_for(rival, geometry, seq_len=16)
+    beyond, _ = inv_freq_for(long, geometry, seq_len=64)
+    assert torch.equal(inside, beyond)
+    assert not torch.equal(inside, inv_freq_for(long, geometry, seq_len=16)[0])
 
 
 def test_a_forward_token_budget_caps_a_two_objective_search_at_a_one_objective_ones_cost(model, tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from rich.console import Console
 
@@ -48,9 +48,9 @@ def baseline_specs(factor: float, original_window: int, fixed_long: LongRopeSpec
     """The methods a two-objective search marks on its front, at scale ``factor``: no scaling, PI, NTK,
     dynamic NTK and YaRN (the demo's and README's baselines). A short-factor search (``fixed_long``: the long
     spec it completes) works inside the original window, where the rivals are the model as it was and the long
-    factors used there too."""
+    factors used there too (as short factors: a LongRoPE spec inside its window uses its short ones)."""
     if fixed_long is not None:
-        return {"none": NoScaling(), "long_factors": fixed_long}
+        return {"none": NoScaling(), "long_factors": replace(fixed_long, short_factor=fixed_long.long_factor)}
     return {
         "none": NoScaling(),
         "pi": LinearSpec(factor=factor, original_window=original_window),
