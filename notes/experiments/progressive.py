@@ -2,20 +2,20 @@
 (`src/longrope/plans/tiny.toml`: search 4x -> fine-tune at 1024 -> search 16x -> short factors), PI and YaRN
 fine-tuned with the same budget, and plan variants that change only the fine-tuning stage. Searches read the
 validation split, fine-tuning the train split; every figure is on the test split (`compare_extension`: 20 files,
-40 passkey trials with the `code` template, evaluation seed 7, which no search or fine-tune uses).
-Resumable: re-running skips finished stages and comparisons.
+40 passkey trials with the `code` template, evaluation seed 7, which no search or fine-tune uses; `--eval-seed N`
+draws other documents and prompts). Resumable: re-running skips finished stages and comparisons.
 
-    python notes/experiments/progressive.py OUT [VARIANT ...]      # variants: shipped, plain, pose, mixed,
-                                                                   # mixed10, mixed20, mixed30, mixed30-whole,
-                                                                   # mixed10-two, mixed30-two (16x search with
-                                                                   # both objectives), mixed10-both, mixed30-both
-                                                                   # (short factors too), mixed30-lr2-two
-                                                                   # (mixed30-two, fine-tuned at lr 2e-4)
+    python notes/experiments/progressive.py OUT [VARIANT ...] [--eval-seed N]
+
+Variants: shipped (the plan shipped now), plain, pose, mixed, mixed10, mixed20, mixed30, mixed30-whole,
+mixed10-two, mixed30-two (16x search with both objectives), mixed10-both, mixed30-both (short factors too),
+mixed30-lr2-two (mixed30-two, fine-tuned at lr 2e-4).
 
 Issue 30 (the share of short tokens in LongRoPE2's mixed context-window training): ``mixed10``/``20``/``30`` are
-the shipped plan (with its retrieval mixture, in both parts) with ``mixed = true``, that share of short tokens and
-``short_documents = "cut"`` (every train document cut into pieces of at most 256 tokens: the stdlib has only 18k
-tokens of documents that fit whole); ``mixed30-whole`` packs only whole short documents (LongRoPE2's own rule).
+the plan shipped until 2026-12-07 (`tiny-plan-2026-11-26.toml`, with its retrieval mixture, in both parts) with
+``mixed = true``, that share of short tokens and ``short_documents = "cut"`` (every train document cut into pieces
+of at most 256 tokens: the stdlib has only 18k tokens of documents that fit whole); ``mixed30-whole`` packs only
+whole short documents (LongRoPE2's own rule).
 YaRN is fine-tuned with exactly the variant's stage-2 settings (mixed included): the same budget and data.
 """
 
@@ -34,9 +34,12 @@ from longrope.rope import LinearSpec, YarnSpec
 from longrope.train import FinetuneConfig, finetune
 
 EVAL = {"docs": 20, "trials": 40, "seed": 7}
+# The variants below were measured as changes of the plan shipped until 2026-12-07 (perplexity-only searches, no
+# mixing); "shipped" is the plan shipped now (`src/longrope/plans/tiny.toml`).
 SHIPPED = default_plan_path().read_text()
-RETRIEVAL = next(line for line in SHIPPED.splitlines(keepends=True) if line.startswith("retrieval_fraction"))
-PLAIN = SHIPPED.replace(RETRIEVAL, "")  # the plan as first measured: plain train-split code only
+BEFORE = (Path(__file__).parent / "tiny-plan-2026-11-26.toml").read_text()
+RETRIEVAL = next(line for line in BEFORE.splitlines(keepends=True) if line.startswith("retrieval_fraction"))
+PLAIN = BEFORE.replace(RETRIEVAL, "")  # the plan as first measured: plain train-split code only
 FINETUNE = 'batch_size = 4\n'  # the fine-tuning stage's line that the variants replace
 VARIANTS = {
     # The shipped plan: 35% of the fine-tuning sequences are retrieval windows (the model's pre-training mixture).
@@ -48,7 +51,7 @@ VARIANTS = {
     # LongRoPE2's mixed context-window training: short documents with the original RoPE between long batches.
     "mixed": PLAIN.replace(FINETUNE, 'batch_size = 4\nmixed = true\nmixed_short_share = 0.5\n', 1),
     # ... as the paper mixes it (1:9 to 3:7 short to long tokens), on the shipped plan's data.
-    **{f"mixed{round(100 * share)}{suffix}": SHIPPED.replace(
+    **{f"mixed{round(100 * share)}{suffix}": BEFORE.replace(
         FINETUNE, f'batch_size = 4\nmixed = true\nmixed_short_share = {share}\nshort_documents = "{documents}"\n', 1)
        for share, documents, suffix in ((0.1, "cut", ""), (0.2, "cut", ""), (0.3, "cut", ""),
                                         (0.3, "whole", "-whole"))},
@@ -103,7 +106,7 @@ def baseline_finetunes(out: Path, variant: str) -> dict[str, Path]:
     return dirs
 
 
-def main(out: str, *variants: str) -> None:
+def main(out: str, *variants: str, eval_seed: int = EVAL["seed"]) -> None:
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     for variant in variants or tuple(VARIANTS):
@@ -124,11 +127,17 @@ def main(out: str, *variants: str) -> None:
             continue
         tuned = baseline_finetunes(root, variant)
         start = time.perf_counter()
-        compare_extension(extend_dir, tuned.get("pi"), tuned.get("yarn"), **EVAL)
+        compare_extension(extend_dir, tuned.get("pi"), tuned.get("yarn"), **{**EVAL, "seed": eval_seed})
         print(f"{variant}: comparison {time.perf_counter() - start:.0f} s", flush=True)
         print((extend_dir / "comparison.md").read_text(), flush=True)
     print(json.dumps({v: str(root / v / "comparison.md") for v in variants or VARIANTS}))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    seed = EVAL["seed"]
+    if "--eval-seed" in args:  # another evaluation seed: prompts and documents that no earlier choice saw
+        at = args.index("--eval-seed")
+        seed = int(args[at + 1])
+        del args[at:at + 2]
+    main(*args, eval_seed=seed)
