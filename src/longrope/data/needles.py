@@ -116,7 +116,11 @@ def plant_needles(ids: Sequence[int], tokenizer, depths: Sequence[float], rng: r
     rng.shuffle(order)  # questions in a random order, not the needles' order
     body_len = len(ids) - 1 - sum(map(len, definitions)) - sum(len(questions[k]) + len(answers[k]) for k in order)
     if body_len < 8 * count:
-        raise LongRopeError(f"documents of {len(ids)} tokens are too short for {count} needles")
+        planted = len(ids) - 1 - body_len
+        raise LongRopeError(f"documents of {len(ids)} tokens are too short for {count} needles: their definitions, "
+                            f"questions and answers take {planted} tokens here and leave {max(body_len, 0)} of text "
+                            f"(at least {8 * count} needed); plant fewer needles per document (needles_per_doc, "
+                            "--needles-per-doc) or use longer documents")
     body = ids[1 : 1 + body_len]
     offsets = [min(body_len, round(d * body_len)) for d in depths]
     out, text_positions = [ids[0]], []
