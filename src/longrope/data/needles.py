@@ -114,9 +114,9 @@ def plant_needles(ids: Sequence[int], tokenizer, depths: Sequence[float], rng: r
     answers = [_encode(tokenizer, " " + v) for v in values]
     order = list(range(count))
     rng.shuffle(order)  # questions in a random order, not the needles' order
-    body_len = len(ids) - 1 - sum(map(len, definitions)) - sum(len(questions[k]) + len(answers[k]) for k in order)
+    planted = sum(map(len, definitions)) + sum(map(len, questions)) + sum(map(len, answers))
+    body_len = len(ids) - 1 - planted
     if body_len < 8 * count:
-        planted = len(ids) - 1 - body_len
         raise LongRopeError(f"documents of {len(ids)} tokens are too short for {count} needles: their definitions, "
                             f"questions and answers take {planted} tokens here and leave {max(body_len, 0)} of text "
                             f"(at least {8 * count} needed); plant fewer needles per document (needles_per_doc, "
