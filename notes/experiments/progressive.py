@@ -19,9 +19,9 @@ whole short documents (LongRoPE2's own rule).
 YaRN is fine-tuned with exactly the variant's stage-2 settings (mixed included): the same budget and data.
 """
 
+import argparse
 import json
 import shutil
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -134,10 +134,12 @@ def main(out: str, *variants: str, eval_seed: int = EVAL["seed"]) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    seed = EVAL["seed"]
-    if "--eval-seed" in args:  # another evaluation seed: prompts and documents that no earlier choice saw
-        at = args.index("--eval-seed")
-        seed = int(args[at + 1])
-        del args[at:at + 2]
-    main(*args, eval_seed=seed)
+    parser = argparse.ArgumentParser(description="Issue 14/30 progressive-plan variants and their comparison.")
+    parser.add_argument("out")
+    parser.add_argument("variants", nargs="*", metavar="VARIANT", help="default: all")
+    # Another evaluation seed: documents and prompts that no earlier choice saw.
+    parser.add_argument("--eval-seed", type=int, default=EVAL["seed"])
+    args = parser.parse_args()
+    if unknown := [v for v in args.variants if v not in VARIANTS]:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    main(args.out, *args.variants, eval_seed=args.eval_seed)
