@@ -68,6 +68,23 @@ def test_auto_dtype_on_cpu_follows_the_measurement(monkeypatch):
     assert hardware.resolve_precision("cpu", "auto").dtype == torch.float32
 
 
+
+def test_fine_tuning_mixed_precision_follows_the_same_policy(monkeypatch):
+    """The fine-tune's accelerate setting comes from `autocast_dtype`: auto only where fast, an explicit slow
+    bf16 kept but warned about, "no" untouched."""
+    from longrope.train.finetuning import _mixed_precision
+
+    cpu = torch.device("cpu")
+    _speeds(monkeypatch, fp32=42.0, bf16=0.7)
+    assert _mixed_precision("auto", cpu) == "no"
+    assert _mixed_precision("no", cpu) == "no"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _mixed_precision("bf16", cpu) == "bf16"
+    assert any("60x slower" in str(w.message) for w in caught)
+    _speeds(monkeypatch, fp32=200.0, bf16=800.0)
+    assert _mixed_precision("auto", cpu) == "bf16"
+
 def test_an_explicit_slow_dtype_runs_with_one_warning_that_gives_the_ratio(monkeypatch):
     _speeds(monkeypatch, fp32=42.0, bf16=0.7)
     with warnings.catch_warnings(record=True) as caught:

@@ -164,17 +164,15 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _mixed_precision(choice: str, device: torch.device) -> str:
-    """accelerate's mixed-precision name for ``choice`` on ``device``: ``auto`` is bf16 or fp16 only where
-    `longrope.hardware` finds it fast (accelerate's own check says yes to bf16 on any CPU, where it can be 60x
-    slower than fp32)."""
-    from longrope.hardware import autocast_dtype, dtype_name, warn_if_slow
+    """accelerate's mixed-precision name for ``choice`` on ``device``, through `longrope.hardware.autocast_dtype`:
+    ``auto`` is bf16 or fp16 only where it is fast (accelerate's own check says yes to bf16 on any CPU, where it
+    can be 60x slower than fp32); an explicit bf16 is refused on a GPU without it and warned about where slow."""
+    from longrope.hardware import autocast_dtype, dtype_name
 
-    if choice == "auto":
-        chosen = autocast_dtype(device)
-        return "no" if chosen is None else dtype_name(chosen)
-    if choice != "no":
-        warn_if_slow(torch.bfloat16 if choice == "bf16" else torch.float16, device)
-    return choice
+    if choice == "no":
+        return "no"
+    chosen = autocast_dtype(device, choice)
+    return "no" if chosen is None else dtype_name(chosen)
 
 
 class _RopeSwitch:
