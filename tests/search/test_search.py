@@ -250,6 +250,14 @@ def test_longrope2_with_the_critical_pair_searched(model, tmp_path):
         small_config(search_critical=True).validate()
 
 
+def test_a_fixed_attention_factor_reaches_every_candidate_and_excludes_searching_it(model, tmp_path):
+    config = small_config(attention_factor=1.35, generations=1)
+    r = search(model, None, config, tmp_path, data=small_data(), progress=False)
+    assert r.spec.attention_factor == 1.35
+    with pytest.raises(LongRopeError, match="give one of them"):
+        small_config(attention_factor=1.35, search_attention=True).validate()
+
+
 # -- two objectives: document perplexity and needle-driven perplexity ------------------------------------------
 
 

@@ -82,6 +82,11 @@ def search_command(
         False, "--search-attention/--no-search-attention", "--attention/--no-attention",
         help="Also search the attention factor."
     ),
+    attention_factor: float | None = typer.Option(
+        None, "--attention-factor", help="The attention factor of every candidate (default: LongRoPE's "
+        "sqrt(1 + ln s / ln L)). Larger values sharpen attention: on the built-in model at 8x, 1.35-1.5 "
+        "retrieve more and cost perplexity (notes/experiments/issue29_tiny.md)."
+    ),
     lambda_max: float | None = typer.Option(
         None, "--lambda-max", help="Upper bound of the factors (default 1.25*s)."
     ),
@@ -148,6 +153,7 @@ def search_command(
         lambda_max=lambda_max,
         search_n_hat=search_n_hat,
         search_attention=search_attention,
+        attention_factor=attention_factor,
         longrope2=longrope2,
         critical_pair=critical_pair,
         search_critical=search_critical,

@@ -144,6 +144,9 @@ class SearchConfig:
         if self.two_objectives and self.portable:
             raise LongRopeError("--portable is a one-objective search (its penalty adds to the perplexity); use "
                                 "--objective ppl")
+        if self.search_attention and self.attention_factor is not None:
+            raise LongRopeError(f"attention_factor {self.attention_factor:g} (--attention-factor) fixes what "
+                                "search_attention (--search-attention) would search: give one of them")
         if self.search_critical and not self.longrope2:
             raise LongRopeError("searching the critical pair (--search-critical) is part of LongRoPE2: add --longrope2")
         if self.factor is not None and self.target_length is not None:
