@@ -94,6 +94,7 @@ def test_search_then_short(model_dir, tmp_path, cache):
         (["--factor", 4, "--population", 0], "budget is zero"),
         (["--short"], "--long-spec"),
         ([], "--factor or --target-length"),
+        (["--factor", 4, "--attention-factor", 1.3, "--attention"], "give one of them"),
     ],
 )
 def test_errors(model_dir, tmp_path, cache, args, message):
