@@ -84,8 +84,8 @@ def search_command(
     ),
     attention_factor: float | None = typer.Option(
         None, "--attention-factor", help="The attention factor of every candidate (default: LongRoPE's "
-        "sqrt(1 + ln s / ln L)). Larger values sharpen attention: on the built-in model at 8x, 1.35-1.5 "
-        "retrieve more and cost perplexity (notes/experiments/issue29_tiny.md)."
+        "sqrt(1 + ln s / ln L)). Larger values sharpen attention: on the built-in model at 8x, 1.25-1.5 "
+        "retrieve more there and cost perplexity at every length (notes/experiments/issue29_tiny.md)."
     ),
     lambda_max: float | None = typer.Option(
         None, "--lambda-max", help="Upper bound of the factors (default 1.25*s)."
