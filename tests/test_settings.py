@@ -28,7 +28,6 @@ ALIASES = {
 NOT_ON_CLI = {
     "search": {"mutation_prob": "the reference algorithm's constant",
                "attention_min": "bounds of --attention's range", "attention_max": "bounds of --attention's range",
-               "attention_factor": "a fixed attention factor is a spec setting, not a search one",
                "data_seed": "which fitness documents; fixed, so searches with any --seed compare on one set",
                "estimated_parents": "an ablation switch of the racing rule",
                "chunk": "memory/speed knob of the chunked loss, same result"},
