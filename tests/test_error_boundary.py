@@ -112,3 +112,23 @@ def test_version_names_longrope_torch_and_transformers(capsys):
     assert code == 0 and err == ""
     assert out.startswith("longrope ") and "torch " in out and "transformers " in out
     assert len(out.strip().splitlines()) == 1
+
+
+def test_ctrl_c_while_the_commands_load_ends_quietly_with_130(monkeypatch, capsys):
+    """The entry point (`longrope`, `python -m longrope`) imports the commands inside its own guard: a Ctrl-C that
+    lands in those imports (torch, transformers: seconds on busy cores) is status 130 and one line, no traceback."""
+    from longrope import __main__ as entry
+
+    class InterruptedImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == "longrope.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "longrope.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stopped:
+        entry.run()
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
