@@ -9,8 +9,10 @@ def run() -> None:
     try:
         from longrope.cli import main
     except KeyboardInterrupt:
-        print("interrupted: stopped while starting; nothing was done", file=sys.stderr)
-        sys.exit(130)
+        from longrope.interrupts import NOTHING_SAVED, interrupt_status  # standard library only: quick
+
+        print(f"interrupted while starting: {NOTHING_SAVED}", file=sys.stderr)
+        sys.exit(interrupt_status())
     main()
 
 
